@@ -1,0 +1,56 @@
+"""Adaptive augmentation strength (StyleGAN2-ADA's controller), as a pure update function.
+
+The overfitting heuristic r_t = E[sign(D(x_real))] is accumulated over `interval` calls;
+then p moves by sign(r_t - target) * (images seen since the last adjustment) / speed_images,
+so p can go from 0 to 1 in `speed_images` images, and is kept in [0, 1].
+"""
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class AdaState(NamedTuple):
+    """p: augmentation probability; rt: the last r_t; sign_sum, count, calls: the running
+    accumulators since the last adjustment. All scalars, so the state checkpoints with the rest."""
+    p: jax.Array
+    rt: jax.Array
+    sign_sum: jax.Array
+    count: jax.Array
+    calls: jax.Array
+
+
+def ada_init(p: float = 0.0) -> AdaState:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    zero = jnp.zeros((), jnp.float32)
+    return AdaState(jnp.float32(p), zero, zero, zero, jnp.zeros((), jnp.int32))
+
+
+def make_ada_update(*, target: float = 0.6, speed_images: int = 500_000,
+                    interval: int = 4) -> Callable[[AdaState, jax.Array], AdaState]:
+    """Returns update(state, d_real_logits) -> state; d_real_logits of any shape."""
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target must be in (0, 1), got {target}")
+    if speed_images <= 0 or interval < 1:
+        raise ValueError(f"speed_images must be > 0 and interval >= 1, got {speed_images}, {interval}")
+
+    def update(state: AdaState, d_real_logits: jax.Array) -> AdaState:
+        logits = jnp.asarray(d_real_logits, jnp.float32)
+        sign_sum = state.sign_sum + jnp.sum(jnp.sign(logits))
+        count = state.count + logits.size
+        calls = state.calls + 1
+        adjust = calls >= interval
+        rt = sign_sum / count
+        step = jnp.sign(rt - target) * count / speed_images
+        new_p = jnp.clip(state.p + step, 0.0, 1.0)
+        zero = jnp.zeros_like(sign_sum)
+        return AdaState(
+            p=jnp.where(adjust, new_p, state.p),
+            rt=jnp.where(adjust, rt, state.rt),
+            sign_sum=jnp.where(adjust, zero, sign_sum),
+            count=jnp.where(adjust, zero, count),
+            calls=jnp.where(adjust, 0, calls))
+
+    return update

@@ -1,0 +1,75 @@
+"""The image contract of `ganaug_jax.augment`, and the checks that enforce it on entry.
+
+Images are batches in NHWC layout, shape (N, H, W, C) with H, W >= 2 and any C >= 1
+(grayscale, RGB, multispectral), dtype float32 or bfloat16, values nominally in [-1, 1]
+(the GAN convention). Ops compute in float32 and return the input dtype. They are
+range-agnostic where the maths allows and never clip. Values are not checked (they may
+be traced); shapes, dtypes and concrete probabilities are checked before any compute.
+
+Coordinates: x is the column, y the row, in pixels, with pixel centres at integers.
+Geometric ops act about the image centre ((W - 1) / 2, (H - 1) / 2).
+Borders: 'reflect' (half-sample symmetric, d c b a | a b c d | d c b a), 'edge'
+(the nearest border pixel), 'constant' (the `fill` value).
+Interpolation: 'bilinear' or 'nearest'.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BORDERS = ("reflect", "edge", "constant")
+INTERPOLATIONS = ("bilinear", "nearest")
+IMAGE_DTYPES = (jnp.float32, jnp.bfloat16)
+
+
+def check_images(images: Any, name: str = "images") -> jax.Array:
+    """Returns `images` as a jax array after checking rank, size and dtype."""
+    shape = getattr(images, "shape", None)
+    dtype = getattr(images, "dtype", None)
+    if shape is None or dtype is None:
+        raise ValueError(f"{name} must be an array of shape (N, H, W, C), got {type(images).__name__}")
+    if len(shape) != 4:
+        raise ValueError(f"{name} must have rank 4 (N, H, W, C), got shape {tuple(shape)}")
+    if shape[1] < 2 or shape[2] < 2 or shape[3] < 1:
+        raise ValueError(f"{name} must have H >= 2, W >= 2 and C >= 1, got shape {tuple(shape)}")
+    if jnp.dtype(dtype) not in [jnp.dtype(d) for d in IMAGE_DTYPES]:
+        raise ValueError(
+            f"{name} must be float32 or bfloat16 with values in [-1, 1], got dtype {dtype}; "
+            "convert uint8 images with x.astype(np.float32) / 127.5 - 1")
+    return jnp.asarray(images)
+
+
+def check_param(value: Any, n: int, name: str, dtype=jnp.float32) -> jax.Array:
+    """Broadcasts a scalar or checks a per-sample array of shape (N,)."""
+    value = jnp.asarray(value)
+    if value.ndim == 0:
+        return jnp.broadcast_to(value.astype(dtype), (n,))
+    if value.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or have shape (N,) = ({n},), got shape {value.shape}")
+    return value.astype(dtype)
+
+
+def check_probability(p: Any, name: str = "p") -> jax.Array:
+    """Checks a scalar probability; a concrete value must lie in [0, 1]."""
+    p_arr = jnp.asarray(p, dtype=jnp.float32)
+    if p_arr.ndim != 0:
+        raise ValueError(f"{name} must be a scalar probability in [0, 1], got shape {p_arr.shape}")
+    if not isinstance(p_arr, jax.core.Tracer):
+        value = float(p_arr)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+    return p_arr
+
+
+def check_choice(value: str, choices: tuple, name: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_range(lo: float, hi: float, name: str, *, low_bound: float = -np.inf) -> None:
+    """Checks a (lo, hi) sampling range given as keyword arguments of a random op."""
+    if not (np.isfinite(lo) and np.isfinite(hi) and low_bound <= lo <= hi):
+        raise ValueError(f"{name} must be a finite range lo <= hi with lo >= {low_bound}, got ({lo}, {hi})")
