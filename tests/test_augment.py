@@ -1,0 +1,420 @@
+"""Properties of ganaug_jax.augment: API shape, randomness, p, jit/vmap/grad, fusion, sharding,
+bad input. Per-op numerical references live in test_augment_reference.py."""
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from ganaug_jax import augment as A
+from ganaug_jax.augment import _hash, _specs
+
+RANDOM_TWINS = {name: getattr(A, name) for name in A.__all__ if name.startswith("random_")}
+DETERMINISTIC = ["flip_left_right", "flip_up_down", "rot90", "translate", "rotate", "scale",
+                 "anisotropic_scale", "shear", "affine_transform", "crop_and_resize", "cutout",
+                 "adjust_brightness", "adjust_contrast", "adjust_saturation", "adjust_hue",
+                 "adjust_gamma", "grayscale", "luma_flip", "gaussian_noise", "gaussian_blur"]
+PRESETS = ["diffaugment:color", "diffaugment:translation", "diffaugment:cutout",
+           "diffaugment:color,translation,cutout", "ada:blit", "ada:geom", "ada:color",
+           "ada:filter", "ada:noise", "ada:cutout", "ada:bgc", "ada:bgcfnc"]
+# Ops whose draws are never the identity, so "applied" is visible in every sample.
+ALWAYS_VISIBLE = ["random_flip_left_right", "random_flip_up_down", "random_rot90", "random_rotate",
+                  "random_scale", "random_anisotropic_scale", "random_shear", "random_brightness",
+                  "random_contrast", "random_saturation", "random_hue", "random_gamma",
+                  "random_grayscale", "random_luma_flip", "random_gaussian_noise",
+                  "random_resized_crop", "random_cutout"]
+
+
+def _changed(a, b):
+    """Per-sample: did anything change? (N,) bool."""
+    return np.any(np.asarray(a) != np.asarray(b), axis=(1, 2, 3))
+
+
+# ---- public API shape ----
+
+def test_every_random_function_takes_key_first_and_keyword_only_defaults():
+    assert len(RANDOM_TWINS) == 19
+    for name, fn in RANDOM_TWINS.items():
+        params = list(inspect.signature(fn).parameters.values())
+        assert params[0].name == "key", name
+        for param in params:
+            if param.default is not inspect.Parameter.empty:
+                assert param.kind == inspect.Parameter.KEYWORD_ONLY, (name, param.name)
+
+
+def test_deterministic_ops_have_keyword_only_defaults_and_a_random_twin():
+    for name in DETERMINISTIC:
+        fn = getattr(A, name)
+        for param in inspect.signature(fn).parameters.values():
+            if param.default is not inspect.Parameter.empty:
+                assert param.kind == inspect.Parameter.KEYWORD_ONLY, (name, param.name)
+    twins = {name[len("random_"):] for name in RANDOM_TWINS}
+    for name in DETERMINISTIC:
+        base = name.replace("adjust_", "")
+        if name in ("affine_transform",):
+            continue  # a general matrix has no single natural distribution; pipelines cover it
+        expected = {"crop_and_resize": "resized_crop"}.get(name, base)
+        assert expected in twins, name
+
+
+def test_pipelines_take_key_first():
+    pipe = A.preset("ada:bgc")
+    assert list(inspect.signature(pipe).parameters)[:2] == ["key", "images"]
+
+
+# ---- randomness and p ----
+
+@pytest.mark.parametrize("name", sorted(RANDOM_TWINS))
+def test_p_zero_is_identity_bit_for_bit(name, rgb_batch):
+    out = RANDOM_TWINS[name](jax.random.key(0), rgb_batch, p=0.0)
+    np.testing.assert_array_equal(np.asarray(out), rgb_batch)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_p_zero_is_identity_and_p_one_changes(name, rgb_batch):
+    pipe = jax.jit(A.preset(name))
+    np.testing.assert_array_equal(np.asarray(pipe(jax.random.key(0), rgb_batch, 0.0)), rgb_batch)
+    assert _changed(pipe(jax.random.key(0), rgb_batch, 1.0), rgb_batch).any()
+
+
+@pytest.mark.parametrize("name", ALWAYS_VISIBLE)
+def test_p_one_always_applies(name, rgb_batch):
+    out = RANDOM_TWINS[name](jax.random.key(1), rgb_batch, p=1.0)
+    assert _changed(out, rgb_batch).all(), name
+
+
+def test_applied_fraction_is_close_to_p():
+    images = jax.random.uniform(jax.random.key(0), (4000, 2, 2, 1), minval=-1, maxval=1)
+    for p in (0.1, 0.5, 0.8):
+        out = A.random_brightness(jax.random.key(7), images, p=p)
+        fraction = _changed(out, images).mean()
+        sigma = np.sqrt(p * (1 - p) / 4000)
+        assert abs(fraction - p) < 4 * sigma, (p, fraction)
+
+
+def test_same_key_same_output_and_different_keys_differ(rgb_batch):
+    pipe = jax.jit(A.preset("ada:bgc"))
+    a = np.asarray(pipe(jax.random.key(3), rgb_batch, 1.0))
+    b = np.asarray(pipe(jax.random.key(3), rgb_batch, 1.0))
+    c = np.asarray(pipe(jax.random.key(4), rgb_batch, 1.0))
+    np.testing.assert_array_equal(a, b)
+    assert _changed(a, c).all()
+
+
+def test_samples_of_a_batch_get_different_parameters(rgb_batch):
+    same = np.repeat(rgb_batch[:1], 8, axis=0)
+    out = np.asarray(A.random_rotate(jax.random.key(5), same, max_degrees=30.0))
+    flat = out.reshape(8, -1)
+    distances = np.abs(flat[:, None] - flat[None]).max(-1)
+    assert (distances + np.eye(8) > 1e-3).all()
+
+
+def test_hash_uniforms_are_uniform_and_key_dependent():
+    u = np.asarray(_hash.uniform(jax.random.key(0), (20000,)))
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
+    assert 0.0 <= u.min() and u.max() < 1.0
+    # Adjacent keys from split are uncorrelated.
+    k1, k2 = jax.random.split(jax.random.key(0))
+    u1, u2 = (np.asarray(_hash.uniform(k, (20000,))) for k in (k1, k2))
+    assert abs(np.corrcoef(u1, u2)[0, 1]) < 0.03
+    # Neighbouring counters are uncorrelated too.
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.03
+
+
+def test_changing_p_does_not_recompile(rgb_batch):
+    traces = []
+    pipe = A.preset("ada:bgc")
+
+    @jax.jit
+    def run(key, images, p):
+        traces.append(1)
+        return pipe(key, images, p)
+
+    for p in (0.0, 0.3, 0.9):
+        run(jax.random.key(0), rgb_batch, jnp.float32(p))
+    assert len(traces) == 1
+
+
+# ---- transformations ----
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_jit_equals_eager(name, rgb_batch):
+    pipe = A.preset(name)
+    eager = pipe(jax.random.key(2), rgb_batch, 0.7)
+    jitted = jax.jit(pipe)(jax.random.key(2), rgb_batch, 0.7)
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), atol=2e-5)
+
+
+def test_vmap_equals_loop(rgb_batch):
+    pipe = A.preset("ada:bgcfnc")
+    groups = np.stack([rgb_batch, rgb_batch[::-1], rgb_batch * 0.5])
+    keys = jax.random.split(jax.random.key(9), 3)
+    ps = jnp.array([0.2, 0.6, 1.0])
+    batched = jax.jit(jax.vmap(pipe))(keys, groups, ps)
+    for i in range(3):
+        single = pipe(keys[i], groups[i], ps[i])
+        np.testing.assert_allclose(np.asarray(batched[i]), np.asarray(single), atol=2e-5)
+
+
+def test_bfloat16_in_bfloat16_out(rgb_batch):
+    out = A.preset("ada:bgc")(jax.random.key(0), jnp.asarray(rgb_batch, jnp.bfloat16), 1.0)
+    assert out.dtype == jnp.bfloat16
+    ref = A.preset("ada:bgc")(jax.random.key(0), rgb_batch, 1.0)
+    np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref), atol=0.05)
+
+
+# ---- fusion ----
+
+def _sequential(ops, params, images, border="reflect"):
+    """Applies ops one at a time through the deterministic public API."""
+    x = images
+    for op, q in zip(ops, params):
+        kw = dict(border=border)
+        if op.name == "flip_left_right":
+            x = A.flip_left_right(x, q["mask"])
+        elif op.name == "rot90":
+            x = A.rot90(x, q["k"])
+        elif op.name == "translate":
+            x = A.translate(x, q["dx"], q["dy"], **kw)
+        elif op.name == "rotate":
+            x = A.rotate(x, q["degrees"], **kw)
+        elif op.name == "scale":
+            x = A.scale(x, q["factor"], **kw)
+        elif op.name == "anisotropic_scale":
+            x = A.anisotropic_scale(x, q["factor"], 1 / q["factor"], **kw)
+        elif op.name == "shear":
+            x = A.shear(x, q["shear_x"], q["shear_y"], **kw)
+        elif op.name == "brightness":
+            x = A.adjust_brightness(x, q["delta"])
+        elif op.name == "contrast":
+            x = A.adjust_contrast(x, q["factor"])
+        elif op.name == "saturation":
+            x = A.adjust_saturation(x, q["factor"])
+        elif op.name == "hue":
+            x = A.adjust_hue(x, q["degrees"])
+        elif op.name == "luma_flip":
+            x = A.luma_flip(x, q["mask"])
+        else:
+            raise AssertionError(op.name)
+    return np.asarray(x)
+
+
+def _fused(ops, key, images, border="reflect"):
+    pipe = A.make_pipeline(ops, border=border)
+    params = _specs.sample(ops, key, images.shape, jnp.float32(1.0))
+    return np.asarray(pipe(key, images, 1.0)), params
+
+
+def test_fused_colour_equals_sequential(rgb_batch):
+    ops = [A.op("brightness"), A.op("contrast", factor_range=(0.5, 1.5)), A.op("hue"),
+           A.op("saturation", factor_range=(0.0, 2.0)), A.op("luma_flip"), A.op("contrast")]
+    fused, params = _fused(ops, jax.random.key(4), rgb_batch)
+    # One colour matrix versus six passes: float32 rounding only.
+    np.testing.assert_allclose(fused, _sequential(ops, params, rgb_batch), atol=2e-5)
+
+
+def test_fused_permutations_equal_sequential_exactly(rgb_batch):
+    ops = [A.op("flip_left_right"), A.op("rot90"), A.op("translate", mode="randint")]
+    fused, params = _fused(ops, jax.random.key(5), rgb_batch, border="edge")
+    np.testing.assert_array_equal(fused, _sequential(ops, params, rgb_batch, border="edge"))
+
+
+def test_fused_geometry_equals_sequential_within_interpolation_error():
+    # A smooth image, so that resampling four times instead of once changes little.
+    ys, xs = np.mgrid[0:48, 0:48] / 48.0
+    smooth = np.stack([np.sin(2 * np.pi * xs) * np.cos(np.pi * ys), np.cos(2 * np.pi * ys * xs),
+                       xs - ys], -1).astype(np.float32)
+    images = np.stack([smooth, smooth[::-1], smooth[:, ::-1], smooth.transpose(1, 0, 2)])
+    ops = [A.op("rotate", max_degrees=20.0), A.op("scale", factor_range=(0.9, 1.1)),
+           A.op("shear", max_shear=0.1), A.op("translate", max_fraction=0.1)]
+    fused, params = _fused(ops, jax.random.key(6), images)
+    sequential = _sequential(ops, params, images)
+    # Away from the borders (where reflection of a reflection differs), the difference is the
+    # extra smoothing of three additional bilinear passes on a smooth image.
+    inner = (slice(None), slice(8, -8), slice(8, -8))
+    assert np.abs(fused - sequential)[inner].max() < 0.05
+    assert np.abs(fused - sequential)[inner].mean() < 0.01
+    # And the fused result is closer to the exact continuous warp than the sequential one:
+    # its error against a single exact resample of the composed matrix is zero.
+    n, h, w, _ = images.shape
+    matrix = np.eye(3)[None].repeat(n, 0)
+    for op, q in zip(ops, params):
+        matrix = matrix @ np.asarray(op.build(q, h, w))
+    composed = np.asarray(A.affine_transform(
+        images, _centred_to_topleft(matrix, h, w)))
+    np.testing.assert_allclose(fused, composed, atol=1e-4)
+
+
+def _centred_to_topleft(matrix, h, w):
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    shift = np.array([[1, 0, cx], [0, 1, cy], [0, 0, 1]])
+    unshift = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]])
+    return (shift @ matrix @ unshift).astype(np.float32)
+
+
+def test_pipeline_rejects_interleaved_kinds():
+    with pytest.raises(ValueError, match="contiguous"):
+        A.make_pipeline([A.op("rotate"), A.op("brightness"), A.op("translate")])
+
+
+# ---- gradients ----
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_gradients_wrt_images_are_finite(name, rgb_batch):
+    weights = jax.random.normal(jax.random.key(1), rgb_batch.shape)
+    pipe = A.preset(name)
+    grad = jax.grad(lambda x: jnp.sum(pipe(jax.random.key(3), x, 1.0) * weights))(rgb_batch)
+    assert np.isfinite(np.asarray(grad)).all()
+    assert np.abs(np.asarray(grad)).sum() > 0
+
+
+def test_gradients_through_every_deterministic_op_are_finite(digits_batch):
+    x = jnp.asarray(digits_batch)  # contains exact -1 (black), where gamma's u = 0
+    n = x.shape[0]
+    v = jnp.linspace(0.5, 1.5, n)
+    ops = {
+        "flip_left_right": lambda x: A.flip_left_right(x, v > 1), "rot90": lambda x: A.rot90(x, jnp.arange(n)),
+        "flip_up_down": lambda x: A.flip_up_down(x, v > 1),
+        "translate": lambda x: A.translate(x, v, -v), "rotate": lambda x: A.rotate(x, 30 * v),
+        "scale": lambda x: A.scale(x, v), "anisotropic_scale": lambda x: A.anisotropic_scale(x, v, 1 / v),
+        "shear": lambda x: A.shear(x, v - 1, 1 - v), "affine_transform": lambda x: A.affine_transform(x, jnp.eye(3)),
+        "crop_and_resize": lambda x: A.crop_and_resize(x, jnp.stack([v * 0.1, v * 0.2, v * 0.5, v * 0.5], 1)),
+        "cutout": lambda x: A.cutout(x, v / 2, v / 2, v / 3, v / 3),
+        "adjust_brightness": lambda x: A.adjust_brightness(x, v), "adjust_contrast": lambda x: A.adjust_contrast(x, v),
+        "adjust_saturation": lambda x: A.adjust_saturation(x, v), "adjust_hue": lambda x: A.adjust_hue(x, 90 * v),
+        "adjust_gamma": lambda x: A.adjust_gamma(x, v), "grayscale": lambda x: A.grayscale(x, v > 1),
+        "luma_flip": lambda x: A.luma_flip(x, v > 1), "gaussian_noise": lambda x: A.gaussian_noise(x, jnp.ones_like(x), v),
+        "gaussian_blur": lambda x: A.gaussian_blur(x, v, radius=3),
+    }
+    assert sorted(ops) == sorted(DETERMINISTIC)
+    weights = jax.random.normal(jax.random.key(0), x.shape)
+    for name, fn in ops.items():
+        grad = jax.grad(lambda x: jnp.sum(fn(x) * weights))(x)
+        assert np.isfinite(np.asarray(grad)).all(), name
+
+
+def test_gradient_of_a_permutation_is_the_inverse_permutation(rgb_batch):
+    weights = jax.random.normal(jax.random.key(0), rgb_batch.shape)
+    k = jnp.array([0, 1, 2, 3])
+    grad = jax.grad(lambda x: jnp.sum(A.rot90(x, k) * weights))(rgb_batch)
+    expected = np.stack([np.rot90(np.asarray(weights[i]), -int(k[i])) for i in range(4)])
+    np.testing.assert_array_equal(np.asarray(grad), expected)
+    mask = jnp.array([True, False, True, False])
+    grad = jax.grad(lambda x: jnp.sum(A.flip_left_right(x, mask) * weights))(rgb_batch)
+    expected = np.where(np.asarray(mask)[:, None, None, None], np.asarray(weights)[:, :, ::-1], weights)
+    np.testing.assert_array_equal(np.asarray(grad), expected)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: A.rotate(x, jnp.array([17.0, -40.0]), border="constant"),
+    lambda x: A.adjust_gamma(x, jnp.array([0.7, 1.6])),
+    lambda x: A.adjust_contrast(A.adjust_saturation(x, jnp.array([0.3, 1.7])), jnp.array([1.4, 0.6])),
+    lambda x: A.gaussian_blur(x, jnp.array([0.8, 1.5]), radius=4),
+    lambda x: A.preset("ada:bgcf")(jax.random.key(1), x, 1.0),
+])
+def test_gradients_match_finite_differences(fn, rgb_batch):
+    x = jnp.asarray(rgb_batch[:2, :12, :12])
+    direction = jax.random.normal(jax.random.key(2), x.shape)
+    weights = jax.random.normal(jax.random.key(3), x.shape)
+    loss = lambda x: jnp.sum(fn(x) * weights)
+    analytic = jnp.vdot(jax.grad(loss)(x), direction)
+    eps = 1e-2
+    numeric = (loss(x + eps * direction) - loss(x - eps * direction)) / (2 * eps)
+    # float32 central differences: relative agreement to ~1e-3 on these smooth functions.
+    np.testing.assert_allclose(float(analytic), float(numeric), rtol=5e-3, atol=1e-2)
+
+
+# ---- sharding ----
+
+def test_sharded_batch_matches_unsharded_and_stays_sharded(rgb_batch):
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    devices = jax.devices()
+    assert len(devices) == 8, "conftest sets 8 fake CPU devices"
+    mesh = Mesh(np.array(devices), ("data",))
+    batch = np.concatenate([rgb_batch] * 4)  # 16 images
+    sharding = NamedSharding(mesh, P("data"))
+    pipe = A.preset("ada:bgcfnc")
+    run = jax.jit(pipe, in_shardings=(None, sharding, None), out_shardings=sharding)
+    sharded = run(jax.random.key(0), jax.device_put(batch, sharding), 0.8)
+    reference = jax.jit(pipe)(jax.random.key(0), batch, 0.8)
+    np.testing.assert_allclose(np.asarray(sharded), np.asarray(reference), atol=2e-5)
+    assert sharded.sharding.is_equivalent_to(sharding, 4)
+    # The resample gathers within each device's shard: no image data crosses devices.
+    hlo = run.lower(jax.random.key(0), jax.device_put(batch, sharding), 0.8).compile().as_text()
+    assert "all-gather" not in hlo and "all-to-all" not in hlo
+
+
+# ---- ADA controller ----
+
+def test_ada_controller_matches_hand_computation():
+    update = jax.jit(A.make_ada_update(target=0.6, speed_images=1000, interval=2))
+    state = A.ada_init(0.5)
+    logits = [jnp.array([1.0, 2.0, -1.0, 3.0]), jnp.array([1.0, 1.0, 1.0, -2.0])]
+    state = update(state, logits[0])
+    assert float(state.p) == 0.5 and int(state.calls) == 1  # no adjustment before `interval`
+    state = update(state, logits[1])
+    rt = (2 + 2) / 8  # sum of signs / count = 0.5 < 0.6: p decreases by 8 / 1000
+    assert float(state.rt) == pytest.approx(rt)
+    assert float(state.p) == pytest.approx(0.5 - 8 / 1000)
+    assert int(state.calls) == 0 and float(state.count) == 0.0
+
+
+def test_ada_p_stays_in_unit_interval_and_tracks_overfitting():
+    update = jax.jit(A.make_ada_update(speed_images=64, interval=1))
+    state = A.ada_init()
+    for _ in range(10):  # D confident on reals: r_t = 1 > 0.6, p rises and saturates at 1
+        state = update(state, jnp.ones(16))
+    assert float(state.p) == 1.0
+    for _ in range(10):  # r_t = -1: p falls to 0 and stays
+        state = update(state, -jnp.ones(16))
+    assert float(state.p) == 0.0
+    leaves = jax.tree_util.tree_leaves(state)
+    assert len(leaves) == 5 and all(np.ndim(leaf) == 0 for leaf in leaves)
+
+
+# ---- presets ----
+
+def test_diffaugment_translation_is_whole_pixels_within_an_eighth():
+    n, size = 512, 32
+    ramp = np.broadcast_to(np.arange(size, dtype=np.float32)[None, None, :, None], (n, size, size, 1))
+    ramp = ramp / size
+    out = np.asarray(A.diffaugment("translation")(jax.random.key(0), ramp, 1.0))
+    centre = out[:, size // 2, size // 2, 0] * size  # original column seen at the centre
+    shifts = size // 2 - np.round(centre)
+    assert np.allclose(centre, np.round(centre), atol=1e-4)  # whole pixels, no interpolation
+    assert set(np.unique(shifts).astype(int)) == set(range(-4, 5))  # int(32 / 8 + 0.5) = 4
+
+
+def test_diffaugment_cutout_zeroes_half_size_squares():
+    images = np.ones((64, 16, 16, 1), np.float32)
+    out = np.asarray(A.diffaugment("cutout")(jax.random.key(0), images, 1.0))
+    zeroed = (out == 0).sum(axis=(1, 2, 3))
+    assert zeroed.max() == 64 and zeroed.min() >= 16  # 8x8 boxes, clipped at the borders
+
+
+# ---- bad input ----
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x: A.rotate(x[0], 10.0), "rank 4"),
+    (lambda x: A.rotate((x * 100).astype(np.int32), 10.0), "float32 or bfloat16"),
+    (lambda x: A.random_rotate(jax.random.key(0), x, p=1.5), "p must be a probability"),
+    (lambda x: A.random_rotate(jax.random.key(0), x, p=-0.1), "p must be a probability"),
+    (lambda x: A.op("spin"), "unknown op 'spin'"),
+    (lambda x: A.preset("ada:xyz"), "unknown ADA pipe 'xyz'"),
+    (lambda x: A.preset("diffaugment:colour"), "unknown DiffAugment policy 'colour'"),
+    (lambda x: A.preset("autoaugment"), "unknown preset"),
+    (lambda x: A.rotate(x, np.zeros(3)), r"degrees must be a scalar or have shape \(N,\) = \(4,\)"),
+    (lambda x: A.translate(x, np.zeros(4), np.zeros(5)), r"dy must be .* shape \(N,\) = \(4,\)"),
+    (lambda x: A.rotate(x, 10.0, border="wrap"), "border must be one of"),
+    (lambda x: A.rotate(x, 10.0, interpolation="bicubic"), "interpolation must be one of"),
+    (lambda x: A.rot90(x[:, :, :16], 1), "square"),
+    (lambda x: A.crop_and_resize(x, np.zeros((4, 3))), r"boxes must have shape \(N, 4\)"),
+    (lambda x: A.random_rotate(jax.random.key(0), x, max_degrees=500), "max_degrees"),
+    (lambda x: A.make_pipeline([]), "at least one op"),
+])
+def test_bad_input_raises_value_error_naming_the_argument(call, message, rgb_batch):
+    with pytest.raises(ValueError, match=message):
+        call(rgb_batch)
