@@ -79,13 +79,21 @@ def case(name: str) -> np.ndarray:
     return (u * 2.0 - 1.0).astype(np.float32)
 
 
+# Eager dispatch caches one compiled kernel per primitive and shape, shared by all ops (the
+# warps all reuse the same resampler primitives), which is faster here than compiling every
+# (op, border, interpolation, shape) under jit. The blur unrolls 2 * radius + 1 taps and is
+# much faster jitted.
+JITTED = ("gaussian_blur",)
+
+
 @functools.lru_cache(maxsize=None)
 def _jit(name, static):
-    return functools.partial(getattr(A, name), **dict(static))
+    fn = functools.partial(getattr(A, name), **dict(static))
+    return jax.jit(fn) if name in JITTED else fn
 
 
 def run(name, *args, **static):
-    """The op under jit (one compile per op, static arguments and shape), as float64 NumPy."""
+    """The op (jitted where that is faster, see JITTED), as float64 NumPy."""
     out = _jit(name, tuple(sorted(static.items())))(*args)
     return np.asarray(out.astype(jnp.float32) if out.dtype == jnp.bfloat16 else out, np.float64)
 
@@ -559,8 +567,8 @@ def test_gaussian_noise(name):
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)  # float32 multiply-add: atol 1e-5
 
 
-@pytest.mark.parametrize("radius", (1, 3, 6))
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name, radius", [("astronaut", 1), ("astronaut", 6), ("coffee", 3),
+                                          ("camera", 5), ("digits", 3), ("multispectral", 2)])
 def test_gaussian_blur(name, radius):
     x = case(name)
     sigma = f32([0.0, 0.6, 1.3, 2.7])

@@ -24,8 +24,9 @@ class AdaState(NamedTuple):
 def ada_init(p: float = 0.0) -> AdaState:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p must be in [0, 1], got {p}")
-    zero = jnp.zeros((), jnp.float32)
-    return AdaState(jnp.float32(p), zero, zero, zero, jnp.zeros((), jnp.int32))
+    def zero():  # separate buffers: the state is donated to the training step
+        return jnp.zeros((), jnp.float32)
+    return AdaState(jnp.full((), p, jnp.float32), zero(), zero(), zero(), jnp.zeros((), jnp.int32))
 
 
 def make_ada_update(*, target: float = 0.6, speed_images: int = 500_000,

@@ -153,7 +153,8 @@ def adjust_saturation(images: jax.Array, factor) -> jax.Array:
 
 
 def adjust_hue(images: jax.Array, degrees) -> jax.Array:
-    """Rotates RGB about the luma axis by degrees (N,); the identity when C != 3."""
+    """Rotates RGB about the luma axis (1, 1, 1) by degrees (N,), right-handed: positive
+    angles turn red towards green (the HSV hue increases). The identity when C != 3."""
     images, (degrees,) = _images_and_params(images, degrees=degrees)
     return _recolour(images, _colour.hue(degrees, images.shape[-1]))
 

@@ -85,15 +85,16 @@ def resample(images: jax.Array, matrices: jax.Array, *, border: str = "reflect",
     if border == "reflect":
         sx, sy = _reflect(sx, w), _reflect(sy, h)
     if border == "constant":
-        inside = _inside_weight(sx, w) * _inside_weight(sy, h)
+        inside_x, inside_y = _inside_weight(sx, w), _inside_weight(sy, h)
+        inside = inside_x * inside_y
     sx = jnp.clip(sx, 0.0, w - 1.0)
     sy = jnp.clip(sy, 0.0, h - 1.0)
     if interpolation == "nearest":
         x0 = jnp.round(sx).astype(jnp.int32)
         y0 = jnp.round(sy).astype(jnp.int32)
         out = _gather(images, y0, x0, 1, 1)[..., 0, :]
-        if border == "constant":
-            inside = (inside >= 0.5).astype(images.dtype)
+        if border == "constant":  # the rounded index is inside on each axis
+            inside = ((inside_x >= 0.5) & (inside_y >= 0.5)).astype(images.dtype)
     else:
         x0 = jnp.minimum(jnp.floor(sx), w - 2.0)
         y0 = jnp.minimum(jnp.floor(sy), h - 2.0)
