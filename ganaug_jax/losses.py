@@ -1,0 +1,318 @@
+"""GAN losses and stabilisers, as pure functions of logits, inputs and params.
+
+Contract:
+  * logits are discriminator outputs before any sigmoid, shape (N,), any float dtype; losses
+    compute in float32 and return float32 scalars. Real and fake batches may differ in size
+    (each term is a mean over its own batch).
+  * a `critic` is any pure function (N, ...) -> (N,) logits, usually a closure over the
+    discriminator's params: `lambda x: d.apply(params, x)`. Penalties differentiate it with
+    respect to its input; differentiate the penalty with respect to the params by closing over
+    them inside the function you pass to `jax.grad` (double backprop works).
+  * arguments that are Python numbers are validated eagerly with ValueError; traced values
+    (a jitted `step`, a scheduled `std`) are used as they are.
+
+Registry: `LOSSES = {name: (d_fn, g_fn)}`, reached through `d_loss(name)` and `g_loss(name)`:
+
+  name            D loss (r = real logits, f = fake logits)           G loss
+  minimax         -log s(r) - log(1 - s(f))                           log(1 - s(f))
+  non_saturating  -log s(r) - log(1 - s(f))                           -log s(f)
+  wgan            mean(f) - mean(r)                                   -mean(f)
+  hinge           mean(relu(1 - r)) + mean(relu(1 + f))               -mean(f)
+  lsgan           0.5 mean((r - 1)^2) + 0.5 mean(f^2)                 0.5 mean((f - 1)^2)
+
+(s is the sigmoid; cross-entropy terms are averaged over the batch and computed with softplus,
+never log(sigmoid(x)), so they are finite and exact for any finite logits.) `real_label` < 1 is
+one-sided label smoothing (Salimans et al. 2016) and exists for the cross-entropy losses and
+lsgan only; wgan and hinge reject it.
+"""
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "LOSSES", "d_loss", "g_loss", "gradient_penalty", "r1_penalty", "lazy_r1",
+    "instance_noise_std", "add_instance_noise", "feature_matching", "ema_decay", "ema_update",
+]
+
+Critic = Callable[[jax.Array], jax.Array]
+DLoss = Callable[..., jax.Array]
+GLoss = Callable[[jax.Array], jax.Array]
+
+
+# ---- helpers ----
+
+def _concrete(x) -> float | None:
+    """float(x) when x is known at trace time (a Python number or a concrete array), else None."""
+    try:
+        return float(x)
+    except (jax.errors.ConcretizationTypeError, TypeError):
+        return None
+
+
+def _logits(x, name: str) -> jax.Array:
+    x = jnp.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"{name} must have shape (N,), got {x.shape}; squeeze a trailing axis")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{name} must be floating point, got {x.dtype}")
+    return x.astype(jnp.float32)
+
+
+def _smoothed_label(real_label) -> jax.Array:
+    value = _concrete(real_label)
+    if value is not None and not 0.0 < value <= 1.0:
+        raise ValueError(f"real_label must be in (0, 1], got {value}")
+    return jnp.asarray(real_label, jnp.float32)
+
+
+def _no_label(real_label, loss: str) -> None:
+    value = _concrete(real_label)
+    if value is None or value != 1.0:
+        raise ValueError(f"real_label is not meaningful for the {loss!r} loss and must be the "
+                         f"Python number 1.0, got {real_label!r}")
+
+
+# ---- losses: D(real_logits, fake_logits, *, real_label) and G(fake_logits) ----
+
+def _cross_entropy_d(real_logits, fake_logits, *, real_label=1.0) -> jax.Array:
+    """-y log s(r) - (1 - y) log(1 - s(r)) - log(1 - s(f)), batch means; y = real_label."""
+    r, f = _logits(real_logits, "real_logits"), _logits(fake_logits, "fake_logits")
+    y = _smoothed_label(real_label)
+    # -log s(x) = softplus(-x); -log(1 - s(x)) = softplus(x).
+    real_term = y * jax.nn.softplus(-r) + (1.0 - y) * jax.nn.softplus(r)
+    return jnp.mean(real_term) + jnp.mean(jax.nn.softplus(f))
+
+
+def _minimax_g(fake_logits) -> jax.Array:
+    """mean(log(1 - s(f))) = -mean(softplus(f)): saturates when D rejects the fakes."""
+    return -jnp.mean(jax.nn.softplus(_logits(fake_logits, "fake_logits")))
+
+
+def _non_saturating_g(fake_logits) -> jax.Array:
+    """mean(-log s(f)) = mean(softplus(-f))."""
+    return jnp.mean(jax.nn.softplus(-_logits(fake_logits, "fake_logits")))
+
+
+def _wgan_d(real_logits, fake_logits, *, real_label=1.0) -> jax.Array:
+    """mean(f) - mean(r); pair it with gradient_penalty (or weight clipping)."""
+    _no_label(real_label, "wgan")
+    r, f = _logits(real_logits, "real_logits"), _logits(fake_logits, "fake_logits")
+    return jnp.mean(f) - jnp.mean(r)
+
+
+def _hinge_d(real_logits, fake_logits, *, real_label=1.0) -> jax.Array:
+    """mean(relu(1 - r)) + mean(relu(1 + f))."""
+    _no_label(real_label, "hinge")
+    r, f = _logits(real_logits, "real_logits"), _logits(fake_logits, "fake_logits")
+    return jnp.mean(jax.nn.relu(1.0 - r)) + jnp.mean(jax.nn.relu(1.0 + f))
+
+
+def _mean_g(fake_logits) -> jax.Array:
+    """-mean(f): the generator loss of wgan and hinge."""
+    return -jnp.mean(_logits(fake_logits, "fake_logits"))
+
+
+def _lsgan_d(real_logits, fake_logits, *, real_label=1.0) -> jax.Array:
+    """0.5 mean((r - b)^2) + 0.5 mean((f - a)^2) with a = 0, b = real_label (Mao et al. 2017)."""
+    r, f = _logits(real_logits, "real_logits"), _logits(fake_logits, "fake_logits")
+    b = _smoothed_label(real_label)
+    return 0.5 * jnp.mean(jnp.square(r - b)) + 0.5 * jnp.mean(jnp.square(f))
+
+
+def _lsgan_g(fake_logits) -> jax.Array:
+    """0.5 mean((f - c)^2) with c = 1."""
+    return 0.5 * jnp.mean(jnp.square(_logits(fake_logits, "fake_logits") - 1.0))
+
+
+LOSSES: dict[str, tuple[DLoss, GLoss]] = {
+    "minimax": (_cross_entropy_d, _minimax_g),
+    "non_saturating": (_cross_entropy_d, _non_saturating_g),
+    "wgan": (_wgan_d, _mean_g),
+    "hinge": (_hinge_d, _mean_g),
+    "lsgan": (_lsgan_d, _lsgan_g),
+}
+
+
+def _lookup(name: str) -> tuple[DLoss, GLoss]:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid names: {sorted(LOSSES)}")
+    return LOSSES[name]
+
+
+def d_loss(name: str) -> DLoss:
+    """Returns fn(real_logits (N,), fake_logits (M,), *, real_label=1.0) -> float32 scalar."""
+    return _lookup(name)[0]
+
+
+def g_loss(name: str) -> GLoss:
+    """Returns fn(fake_logits (M,)) -> float32 scalar."""
+    return _lookup(name)[1]
+
+
+# ---- gradient penalties ----
+
+def _input_grads(critic: Critic, x: jax.Array) -> jax.Array:
+    """d sum(critic(x)) / dx, shape of x. It is the per-sample gradient d critic(x)_i / dx_i only
+    when the critic treats samples independently (no batch statistics, no minibatch-stddev
+    layer); otherwise it also carries the cross-sample terms, as in StyleGAN2's R1."""
+    if x.ndim < 1:
+        raise ValueError(f"critic inputs must be batched (N, ...), got shape {x.shape}")
+    out, pullback = jax.vjp(critic, x)
+    if out.shape != x.shape[:1]:
+        raise ValueError(f"critic must map (N, ...) to (N,), got {x.shape} -> {out.shape}")
+    return pullback(jnp.ones_like(out))[0]  # = jax.grad(lambda v: jnp.sum(critic(v)))(x)
+
+
+def _squared_norms(grads: jax.Array) -> jax.Array:
+    """Per-sample squared L2 norm over all non-batch axes, (N,) float32."""
+    g = grads.astype(jnp.float32)
+    return jnp.sum(jnp.square(g), axis=tuple(range(1, g.ndim)))
+
+
+def _safe_sqrt(sq: jax.Array) -> jax.Array:
+    """sqrt with a zero (not NaN) derivative at 0, so a critic with a zero input gradient
+    (e.g. a zero-initialised last layer) gives finite parameter gradients."""
+    positive = sq > 0.0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
+def _interpolation_weights(key: jax.Array, real: jax.Array) -> jax.Array:
+    """eps ~ U(0, 1), one per sample, shape (N, 1, ..., 1) in float32."""
+    shape = real.shape[:1] + (1,) * (real.ndim - 1)
+    return jax.random.uniform(key, shape, jnp.float32)
+
+
+def _penalty_at(critic: Critic, x_hat: jax.Array) -> jax.Array:
+    """mean_i (||grad_x critic(x_hat)_i||_2 - 1)^2, a float32 scalar."""
+    norms = _safe_sqrt(_squared_norms(_input_grads(critic, x_hat)))
+    return jnp.mean(jnp.square(norms - 1.0))
+
+
+def gradient_penalty(key: jax.Array, critic: Critic, real: jax.Array,
+                     fake: jax.Array) -> jax.Array:
+    """WGAN-GP (Gulrajani et al. 2017): mean_i (||grad critic(x_hat)_i||_2 - 1)^2 at per-sample
+    interpolates x_hat = eps real + (1 - eps) fake, eps ~ U(0, 1) of shape (N, 1, ..., 1).
+
+    real, fake: (N, ...) of any rank >= 1 (points (N, D), images (N, H, W, C)), same shape and
+    float dtype; returns a float32 scalar (multiply by lambda, 10 in the paper). The gradient is
+    taken of sum(critic(x_hat)), which is per sample when the critic treats samples
+    independently (the paper's critic has no batch norm for that reason). Pass `fake` through
+    `jax.lax.stop_gradient` if the generator must not receive this gradient.
+    """
+    real, fake = jnp.asarray(real), jnp.asarray(fake)
+    if real.shape != fake.shape:
+        raise ValueError(f"real and fake must have the same shape, got {real.shape}, {fake.shape}")
+    if real.ndim < 1 or not jnp.issubdtype(real.dtype, jnp.floating):
+        raise ValueError(f"real must be a floating (N, ...) batch, got {real.shape} {real.dtype}")
+    eps = _interpolation_weights(key, real).astype(real.dtype)
+    x_hat = eps * real + (1 - eps) * fake.astype(real.dtype)
+    return _penalty_at(critic, x_hat)
+
+
+def r1_penalty(critic: Critic, real: jax.Array) -> jax.Array:
+    """R1 (Mescheder et al. 2018): mean_i ||grad_x critic(real)_i||_2^2, a float32 scalar.
+
+    real: (N, ...) float. The caller multiplies by gamma / 2. Per-sample under the same
+    independence assumption as `gradient_penalty`.
+    """
+    real = jnp.asarray(real)
+    if real.ndim < 1 or not jnp.issubdtype(real.dtype, jnp.floating):
+        raise ValueError(f"real must be a floating (N, ...) batch, got {real.shape} {real.dtype}")
+    return jnp.mean(_squared_norms(_input_grads(critic, real)))
+
+
+def _check_interval(interval) -> int:
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ValueError(f"interval must be a Python int >= 1, got {interval!r}")
+    return interval
+
+
+def _lazy(penalty_fn: Callable[[], jax.Array], step, interval: int) -> jax.Array:
+    """interval * penalty_fn() when step % interval == 0, else 0.0, via lax.cond so that the
+    penalty is not computed on the other steps (under vmap, cond runs both branches)."""
+    interval = _check_interval(interval)
+    active = jnp.asarray(step) % interval == 0
+    return jax.lax.cond(active, lambda: interval * penalty_fn().astype(jnp.float32),
+                        lambda: jnp.zeros((), jnp.float32))
+
+
+def lazy_r1(critic: Critic, real: jax.Array, *, step, interval: int) -> jax.Array:
+    """Lazy R1 regularisation (Karras et al. 2020, StyleGAN2): interval * r1_penalty(critic,
+    real) on steps where step % interval == 0 and 0.0 otherwise, so the expected penalty per
+    step equals r1. `step` may be traced (int scalar); `interval` is a Python int >= 1. The
+    penalty and its double backprop are skipped on the inactive steps (jax.lax.cond)."""
+    return _lazy(lambda: r1_penalty(critic, real), step, interval)
+
+
+# ---- instance noise ----
+
+def instance_noise_std(step, *, initial_std: float, anneal_steps: int) -> jax.Array:
+    """Linear anneal: initial_std at step 0, 0 at step >= anneal_steps (Sonderby et al. 2016,
+    Arjovsky & Bottou 2017). step: int scalar, may be traced; returns a float32 scalar."""
+    if initial_std < 0:
+        raise ValueError(f"initial_std must be >= 0, got {initial_std}")
+    if anneal_steps <= 0:
+        raise ValueError(f"anneal_steps must be > 0, got {anneal_steps}")
+    fraction = jnp.asarray(step, jnp.float32) / jnp.float32(anneal_steps)
+    return jnp.float32(initial_std) * jnp.clip(1.0 - fraction, 0.0, 1.0)
+
+
+def add_instance_noise(key: jax.Array, x: jax.Array, std) -> jax.Array:
+    """x + std * N(0, 1), same shape and dtype as x (float). Use independent keys for the real
+    and the fake batch; std may be traced (e.g. from instance_noise_std)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"x must be floating point, got {x.dtype}")
+    value = _concrete(std)
+    if value is not None and value < 0:
+        raise ValueError(f"std must be >= 0, got {value}")
+    noise = jax.random.normal(key, x.shape, jnp.float32)
+    return (x.astype(jnp.float32) + jnp.asarray(std, jnp.float32) * noise).astype(x.dtype)
+
+
+# ---- feature matching ----
+
+def feature_matching(real_features: jax.Array, fake_features: jax.Array) -> jax.Array:
+    """||mean_batch(real) - mean_batch(fake)||_2^2 (Salimans et al. 2016), features (N, F) and
+    (M, F), float32 scalar. A generator loss: real_features usually come from an intermediate
+    discriminator layer and need no gradient."""
+    real, fake = jnp.asarray(real_features), jnp.asarray(fake_features)
+    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+        raise ValueError(f"features must be (N, F) and (M, F), got {real.shape}, {fake.shape}")
+    diff = jnp.mean(real.astype(jnp.float32), 0) - jnp.mean(fake.astype(jnp.float32), 0)
+    return jnp.sum(jnp.square(diff))
+
+
+# ---- exponential moving average of params ----
+
+def ema_decay(*, half_life_images: float, batch_size: int) -> float:
+    """0.5 ** (batch_size / half_life_images): the weight of an old value halves every
+    `half_life_images` images (StyleGAN's ema_kimg convention, e.g. 10_000 images).
+    half_life_images == 0 means no averaging (decay 0.0)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a Python int >= 1, got {batch_size!r}")
+    if half_life_images < 0:
+        raise ValueError(f"half_life_images must be >= 0 (0: no averaging), got {half_life_images}")
+    if half_life_images == 0:
+        return 0.0
+    return float(0.5 ** (batch_size / half_life_images))
+
+
+def ema_update(ema_params: Any, params: Any, decay) -> Any:
+    """decay * ema + (1 - decay) * params, leaf by leaf; same tree structure and dtypes as
+    ema_params. decay: scalar in [0, 1], may be traced. Non-float leaves take params' value."""
+    value = _concrete(decay)
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise ValueError(f"decay must be in [0, 1], got {value}")
+    decay = jnp.asarray(decay, jnp.float32)
+
+    def leaf(e, p):
+        e, p = jnp.asarray(e), jnp.asarray(p)
+        if not jnp.issubdtype(e.dtype, jnp.floating):
+            return p.astype(e.dtype)
+        mixed = decay * e.astype(jnp.float32) + (1.0 - decay) * p.astype(jnp.float32)
+        return mixed.astype(e.dtype)
+
+    return jax.tree.map(leaf, ema_params, params)
