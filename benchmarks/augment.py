@@ -7,8 +7,10 @@ Images are float32 NHWC in [-1, 1] for ganaug_jax; the peers whose colour ops as
 (dm-pix, augmax, kornia) get their own rescaled copy, made once outside the timed region.
 Each peer runs in its own idiom and fastest path:
   * dm-pix: one key per image, `jax.vmap` over `jax.random.split` keys, all under one `jax.jit`;
-    rotation and translation are one `dm_pix.affine_transform` (one resample, border
-    'nearest', dm-pix's fast path; its reflect modes fall back to map_coordinates);
+    one call per op as its API offers them: `rotate`, then the translation through
+    `affine_transform` (two resamples), border 'nearest' (dm-pix's default and fast path; its
+    reflect modes fall back to map_coordinates). Row 'dm-pix-fused' hand-fuses rotation and
+    translation into one `affine_transform`, the best a dm-pix user can do;
   * augmax: `jax.jit(jax.vmap(chain))(keys, images)`; augmax 0.4.1 has no random translation,
     so `RandomTranslate` below adds one in augmax's own coordinate convention (it fuses into
     augmax's geometric chain); its border is zero fill (not configurable); its colour op is
@@ -16,7 +18,8 @@ Each peer runs in its own idiom and fastest path:
     in 0.4.1, so augmax does slightly less work than the others);
   * kornia (only if `import kornia` works): NCHW torch tensors, `AugmentationSequential`,
     eager, and `torch.compile` with `--torch-compile`.
-  * ganaug_jax: `ganaug_pipeline()`, border 'reflect', one fused resample + colour matrix.
+  * ganaug_jax: `ganaug_pipeline()`, border 'edge' (= dm-pix's 'nearest'), one fused resample
+    and one colour matrix.
 
 Protocol (PROTOCOLS.md section 4): random inputs (never zeros); compile time measured
 separately (`.lower().compile()`), then one warm-up call; `jax.block_until_ready` before every
@@ -57,10 +60,13 @@ def ganaug_pipeline():
                             A.op("brightness", max_delta=MAX_DELTA),
                             A.op("contrast", factor_range=FACTOR_RANGE),
                             A.op("saturation", factor_range=FACTOR_RANGE)],
-                           border="reflect", interpolation="bilinear")
+                           border="edge", interpolation="bilinear")
 
 
-def dm_pix_pipeline():
+def dm_pix_pipeline(fused_affine=False):
+    """dm-pix, one call per op as its API offers them (rotate, then a translation through
+    affine_transform), border 'nearest' (dm-pix's default and fast path). With
+    fused_affine=True, rotation and translation are hand-fused into one affine_transform."""
     import dm_pix as pix
 
     def one(key, image):
@@ -69,17 +75,19 @@ def dm_pix_pipeline():
         theta = jax.random.uniform(k_rot, (), minval=-1.0, maxval=1.0) * math.radians(MAX_DEGREES)
         size = jnp.array(image.shape[:2], jnp.float32)
         shift = jax.random.uniform(k_shift, (2,), minval=-1.0, maxval=1.0) * MAX_FRACTION * size
-        c, s = jnp.cos(theta), jnp.sin(theta)
-        matrix = jnp.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])  # as dm_pix.rotate
-        centre = (jnp.array(image.shape, jnp.float32) - 1.0) / 2.0
-        offset = centre - matrix @ centre - jnp.concatenate([shift, jnp.zeros(1)])
-        image = pix.affine_transform(image, matrix, offset=offset, order=1, mode="nearest")
+        offset = -jnp.concatenate([shift, jnp.zeros(1)])
+        if fused_affine:
+            c, s = jnp.cos(theta), jnp.sin(theta)
+            matrix = jnp.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])  # as dm_pix.rotate
+            centre = (jnp.array(image.shape, jnp.float32) - 1.0) / 2.0
+            image = pix.affine_transform(image, matrix, offset=centre - matrix @ centre + offset,
+                                         order=1, mode="nearest")
+        else:
+            image = pix.rotate(image, theta, order=1, mode="nearest")
+            image = pix.affine_transform(image, jnp.eye(3), offset=offset, order=1, mode="nearest")
         image = pix.random_brightness(k_b, image, MAX_DELTA)
         image = pix.random_contrast(k_c, image, *FACTOR_RANGE)
         return pix.random_saturation(k_s, image, *FACTOR_RANGE)
-
-    return lambda key, images: jax.vmap(one)(jax.random.split(key, images.shape[0]), images)
-
 
 def augmax_pipeline():
     import augmax
@@ -146,6 +154,7 @@ def bench_shape(shape, reps, slow_s, torch_compile):
     jax_fns = {"floor": (lambda key, x: floor(x), (images,)),
                "ganaug_jax": (ganaug_pipeline(), (images, p)),
                "dm-pix": (dm_pix_pipeline(), (images01,)),
+               "dm-pix-fused": (dm_pix_pipeline(fused_affine=True), (images01,)),
                "augmax": (augmax_pipeline(), (images01,))}
     runners, compile_s, warm_s = {}, {}, {}
     for name, (fn, args) in jax_fns.items():
@@ -199,7 +208,8 @@ def main():
         reps, shapes = 3, shapes if args.shapes else shapes[:1]
     device = jax.devices()[0]
     versions = {"floor": jax.__version__, "ganaug_jax": ganaug_jax.__version__,
-                "dm-pix": version("dm_pix"), "augmax": version("augmax"),
+                "dm-pix": version("dm_pix"), "dm-pix-fused": version("dm_pix"),
+                "augmax": version("augmax"),
                 "kornia": version("kornia")}
     print(f"# device_kind={device.device_kind} device_count={jax.device_count()} "
           f"jax={jax.__version__} dtype=float32 reps={reps}"
@@ -222,16 +232,22 @@ def main():
         rows.append((shape, results))
 
     has_kornia = any("kornia" in r for _, r in rows)
-    header = ["shape", "ganaug_jax img/s", "dm-pix img/s", "augmax img/s"]
-    header += ["kornia img/s"] if has_kornia else []
-    header += ["ganaug/dm-pix", "ganaug/augmax", "% of memory floor", "compile s"]
+    header = ["shape", "ganaug_jax img/s", "dm-pix img/s", "dm-pix fused img/s", "augmax img/s"]
+    header += ["kornia img/s", "ganaug/kornia"] if has_kornia else []
+    header += ["ganaug/dm-pix", "ganaug/dm-pix fused", "ganaug/augmax", "% of memory floor",
+               "compile s"]
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for shape, r in rows:
         def ips(name):
             return f"{r[name]['images_per_s']:,.0f}" + (" (5 reps)" if r[name]["capped"] else "")
-        cells = ["x".join(map(str, shape)), ips("ganaug_jax"), ips("dm-pix"), ips("augmax")]
-        cells += [ips("kornia") if "kornia" in r else "n/a"] if has_kornia else []
-        cells += [f"{r['dm-pix']['ratio_vs_ganaug']:.2f}x", f"{r['augmax']['ratio_vs_ganaug']:.2f}x",
+        cells = ["x".join(map(str, shape)), ips("ganaug_jax"), ips("dm-pix"), ips("dm-pix-fused"),
+                 ips("augmax")]
+        if has_kornia:
+            cells += ([ips("kornia"), f"{r['kornia']['ratio_vs_ganaug']:.2f}x"] if "kornia" in r
+                      else ["n/a", "n/a"])
+        cells += [f"{r['dm-pix']['ratio_vs_ganaug']:.2f}x",
+                  f"{r['dm-pix-fused']['ratio_vs_ganaug']:.2f}x",
+                  f"{r['augmax']['ratio_vs_ganaug']:.2f}x",
                   f"{100 * r['ganaug_jax']['fraction_of_floor']:.1f}%",
                   f"{r['ganaug_jax']['compile_s']:.2f}"]
         print("| " + " | ".join(cells) + " |")

@@ -1,0 +1,34 @@
+"""Class-conditional DCGAN with DiffAugment on scikit-learn's handwritten digits (8x8, 10 classes).
+
+Command:  ganaug train --config configs/digits.py --workdir runs/digits
+Run time: about 3 minutes on 2 CPU cores.
+Expected: a classifier trained on the real digits labels >= 90 % of the EMA generator's
+          class-conditional samples with their conditioning class
+          (`python benchmarks/digits_quality.py`).
+"""
+
+from configs import default
+
+
+def get_config():
+    c = default.get_config()
+    c.data.source = "digits"
+    c.num_steps = 3000
+    c.batch_size = 128
+    c.checkpoint_every = 1000
+    c.sample_every = 1000
+    c.model.architecture = "dcgan"
+    c.model.conditional = True
+    c.model.conditioning = "cbn"
+    c.model.width = 64
+    c.model.depth = 0             # derived from the resolution
+    c.model.spectral_norm = True
+    c.loss.name = "hinge"
+    c.optim.g_lr = 2e-4
+    c.optim.d_lr = 2e-4
+    c.optim.b1 = 0.0
+    c.optim.b2 = 0.99
+    c.optim.ema_half_life_images = 20_000
+    c.augment.kind = "diffaugment"
+    c.augment.policy = "color,translation"
+    return c

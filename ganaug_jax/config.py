@@ -1,0 +1,168 @@
+"""Loading, overriding, validating and comparing run configs (ml_collections.ConfigDict).
+
+Config files are Python files whose `get_config()` returns a ConfigDict (configs/*.py).
+Overrides use dotted keys: `--config.optim.g_lr=1e-4`. Unknown keys and impossible values
+are rejected before anything runs.
+"""
+
+import ast
+import importlib.util
+import json
+import pathlib
+import sys
+
+import ml_collections
+
+# Keys that change how long a run lasts or how it reports, not what it computes: a run may
+# resume with different values.
+RESUMABLE_KEYS = {"num_steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every"}
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise ValueError(f"--config: no such config file {path!r}")
+    spec = importlib.util.spec_from_file_location(f"ganaug_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    # Variants import their base as `from configs import default`: make the folder that holds
+    # configs/ importable while the file runs.
+    root = str(file.resolve().parent.parent)
+    sys.path.insert(0, root)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(root)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"--config: {path} has no get_config() function")
+    return module.get_config()
+
+
+def _parse_value(text: str, current):
+    if isinstance(current, bool):
+        lowered = text.lower()
+        if lowered not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected true or false, got {text!r}")
+        return lowered in ("true", "1")
+    if isinstance(current, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise ValueError(f"expected a {type(current).__name__}, got {text!r}") from None
+    if isinstance(current, float) and isinstance(value, int):
+        value = float(value)
+    if type(value) is not type(current):
+        raise ValueError(f"expected a {type(current).__name__}, got {text!r}")
+    return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list) -> ml_collections.ConfigDict:
+    """Applies 'a.b=value' strings; the key must exist and the value keep its type."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like --config.KEY=VALUE")
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+                raise ValueError(f"unknown config key {key!r}")
+            node = node[part]
+        if leaf not in node or isinstance(node[leaf], ml_collections.ConfigDict):
+            raise ValueError(f"unknown config key {key!r}")
+        try:
+            node[leaf] = _parse_value(text, node[leaf])
+        except ValueError as error:
+            raise ValueError(f"config key {key!r}: {error}") from None
+    return config
+
+
+def flatten(config) -> dict:
+    """{'a.b': value} for every leaf."""
+    out = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, (dict, ml_collections.ConfigDict)):
+                walk(value, prefix + key + ".")
+            else:
+                out[prefix + key] = value
+    walk(config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config, "")
+    return out
+
+
+def differing_keys(saved: dict, current: ml_collections.ConfigDict) -> list:
+    """Keys whose values differ (ignoring RESUMABLE_KEYS), as 'key: saved -> current'."""
+    a, b = flatten(saved), flatten(current)
+    keys = sorted(set(a) | set(b))
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+            for k in keys if k not in RESUMABLE_KEYS and a.get(k) != b.get(k)]
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+_CHOICES = {
+    "data.source": ("ring8", "grid25", "digits"),
+    "model.architecture": ("mlp", "dcgan"),
+    "model.conditioning": ("concat", "cbn"),
+    "model.compute_dtype": ("float32", "bfloat16"),
+    "loss.name": ("minimax", "non_saturating", "wgan", "hinge", "lsgan"),
+    "optim.schedule": ("constant", "cosine"),
+    "augment.kind": ("none", "diffaugment", "ada"),
+}
+_POSITIVE = ("num_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every",
+             "model.latent_dim", "model.width", "loss.r1_interval", "optim.n_critic",
+             "optim.g_lr", "optim.d_lr", "augment.ada_speed_images", "augment.ada_interval")
+_NON_NEGATIVE = ("seed", "sample_every", "model.depth", "loss.gp_weight", "loss.r1_gamma",
+                 "loss.instance_noise_std", "loss.instance_noise_steps", "loss.feature_matching",
+                 "optim.warmup_steps", "optim.ema_half_life_images")
+_UNIT = ("loss.real_label", "optim.b1", "optim.b2", "augment.ada_initial_p")
+
+
+# Every key the trainer reads (configs/default.py sets each one; a test keeps them in step).
+KNOWN_KEYS = frozenset({
+    "seed", "num_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every",
+    "sample_every", "data.source", "model.architecture", "model.latent_dim", "model.width",
+    "model.depth", "model.spectral_norm", "model.conditional", "model.conditioning",
+    "model.compute_dtype", "loss.name", "loss.gp_weight", "loss.r1_gamma", "loss.r1_interval",
+    "loss.real_label", "loss.instance_noise_std", "loss.instance_noise_steps",
+    "loss.feature_matching", "optim.g_lr", "optim.d_lr", "optim.b1", "optim.b2",
+    "optim.schedule", "optim.warmup_steps", "optim.n_critic", "optim.ema_half_life_images",
+    "augment.kind", "augment.policy", "augment.ada_pipes", "augment.ada_target",
+    "augment.ada_speed_images", "augment.ada_interval", "augment.ada_initial_p",
+    "augment.ada_fixed_p",
+})
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the first unknown, missing or impossible key."""
+    flat = flatten(config)
+    unknown = sorted(set(flat) - KNOWN_KEYS)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}; see configs/default.py for every key")
+    missing = sorted(KNOWN_KEYS - set(flat))
+    if missing:
+        raise ValueError(f"config is missing key(s) {missing}; start from configs/default.py")
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise ValueError(f"config key {key!r} must be one of {choices}, got {flat[key]!r}")
+    for key in _POSITIVE:
+        if not flat[key] > 0:
+            raise ValueError(f"config key {key!r} must be > 0, got {flat[key]!r}")
+    for key in _NON_NEGATIVE:
+        if not flat[key] >= 0:
+            raise ValueError(f"config key {key!r} must be >= 0, got {flat[key]!r}")
+    for key in _UNIT:
+        if not 0 <= flat[key] <= 1:
+            raise ValueError(f"config key {key!r} must be in [0, 1], got {flat[key]!r}")
+    if not 0 < flat["augment.ada_target"] < 1:
+        raise ValueError(f"config key 'augment.ada_target' must be in (0, 1), got {flat['augment.ada_target']!r}")
+    if flat["augment.ada_fixed_p"] > 1:
+        raise ValueError(f"config key 'augment.ada_fixed_p' must be <= 1 (< 0: adaptive), got {flat['augment.ada_fixed_p']!r}")
+    if flat["loss.name"] in ("wgan", "hinge") and flat["loss.real_label"] != 1.0:
+        raise ValueError("config key 'loss.real_label' must be 1.0 with loss.name 'wgan' or 'hinge'")
+    if flat["augment.kind"] != "none" and flat["model.architecture"] != "dcgan":
+        raise ValueError("config key 'augment.kind' needs image data (model.architecture 'dcgan')")

@@ -1,0 +1,1 @@
+"""Data sources: synthetic 2-D mixtures and embedded real data sets, as on-device batch functions."""

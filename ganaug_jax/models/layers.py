@@ -1,0 +1,147 @@
+"""Building blocks shared by the GAN models: argument checks, spectral norm, conditioning.
+
+Conventions used by every model in `ganaug_jax.models`:
+  * modules are Flax Linen modules with keyword-only fields, used through `init`/`apply`;
+  * `dtype` is the computation dtype (float32 or bfloat16), `param_dtype` the parameter dtype
+    (float32); public outputs are always float32;
+  * mutable state (BatchNorm running statistics, spectral-norm power-iteration vectors `u`
+    and the last `sigma`) lives in the 'batch_stats' collection. With `train=True` it is
+    updated, so call `apply(..., mutable=['batch_stats'])`; with `train=False` nothing is
+    mutated (BatchNorm uses its running averages, spectral norm does one power-iteration
+    step from the stored `u` without storing it, which is deterministic).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+COMPUTE_DTYPES = (jnp.float32, jnp.bfloat16)
+CONDITIONINGS = ("concat", "cbn")
+STATE_COLLECTION = "batch_stats"
+
+
+def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
+    """Raises ValueError unless `value` is a Python int >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def check_dtype(dtype: Any, name: str = "dtype") -> None:
+    """Raises ValueError unless `dtype` is float32 or bfloat16."""
+    try:
+        ok = jnp.dtype(dtype) in [jnp.dtype(d) for d in COMPUTE_DTYPES]
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be jnp.float32 or jnp.bfloat16, got {dtype!r}")
+
+
+def check_conditioning(conditioning: Any) -> None:
+    """Raises ValueError unless `conditioning` is one of CONDITIONINGS."""
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+
+
+def check_inputs(x: Any, shape: tuple[int, ...], name: str) -> None:
+    """Raises ValueError unless `x` has shape (N, *shape) and a floating dtype."""
+    x_shape = getattr(x, "shape", None)
+    if x_shape is None or tuple(x_shape[1:]) != tuple(shape) or len(x_shape) != len(shape) + 1:
+        raise ValueError(f"{name} must have shape (N, {', '.join(map(str, shape))}), got "
+                         f"{None if x_shape is None else tuple(x_shape)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{name} must be a floating array, got dtype {x.dtype}")
+
+
+def check_labels(labels: Any, num_classes: int, batch: int) -> None:
+    """Raises ValueError unless labels is None iff num_classes == 0, else int of shape (N,)."""
+    if num_classes == 0:
+        if labels is not None:
+            raise ValueError("labels must be None for an unconditional model (num_classes=0)")
+        return
+    if labels is None:
+        raise ValueError(f"labels of shape (N,) int32 are required when num_classes={num_classes}")
+    shape = getattr(labels, "shape", None)
+    if shape is None or tuple(shape) != (batch,):
+        raise ValueError(f"labels must have shape ({batch},), got {shape}")
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"labels must be integers in [0, {num_classes}), got dtype {labels.dtype}")
+
+
+def spectral(layer: nn.Module, x: jax.Array, *, enabled: bool, update_stats: bool) -> jax.Array:
+    """Applies `layer` to `x`, through `nn.SpectralNorm` when `enabled`.
+
+    Must be called inside a compact method. The wrapped layer keeps its own name in 'params'
+    (so parameter trees are the same with and without spectral norm); the power-iteration
+    state goes to 'batch_stats' under `<layer name>_sn/<layer name>/<param>/{u,sigma}`.
+    Kernels of rank > 2 (convolutions) are reshaped to (k * k * in, out) as flax does.
+    """
+    if not enabled:
+        return layer(x)
+    return nn.SpectralNorm(layer, name=f"{layer.name}_sn")(x, update_stats=update_stats)
+
+
+class ConditionalBatchNorm(nn.Module, kw_only=True):
+    """BatchNorm over all axes but the last, optionally class-conditional.
+
+    num_classes == 0: `nn.BatchNorm` with learned scale and bias (params 'norm/{scale,bias}').
+    num_classes > 0: `nn.BatchNorm` without scale/bias followed by
+    (1 + gamma[y]) * x_hat + beta[y], gamma and beta `nn.Embed` tables (num_classes, C)
+    initialised to zero (params 'gamma/embedding', 'beta/embedding').
+    x: (N, ..., C), labels: (N,) int or None; returns x's shape in `dtype`.
+    """
+
+    num_classes: int = 0
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array | None = None, *, train: bool) -> jax.Array:
+        conditional = self.num_classes > 0
+        x = nn.BatchNorm(use_running_average=not train, momentum=self.momentum,
+                         epsilon=self.epsilon, use_scale=not conditional,
+                         use_bias=not conditional, dtype=self.dtype,
+                         param_dtype=self.param_dtype, name="norm")(x)
+        if not conditional:
+            return x
+        features = x.shape[-1]
+        embed = lambda name: nn.Embed(self.num_classes, features,  # noqa: E731
+                                      embedding_init=nn.initializers.zeros, dtype=self.dtype,
+                                      param_dtype=self.param_dtype, name=name)(labels)
+        gamma, beta = embed("gamma"), embed("beta")
+        expand = (slice(None),) + (None,) * (x.ndim - 2) + (slice(None),)
+        return (1 + gamma[expand]) * x + beta[expand]
+
+
+class ProjectionHead(nn.Module, kw_only=True):
+    """Discriminator head: Dense(1), plus the class projection of Miyato & Koyama (2018).
+
+    logits = Dense(1)(phi) + sum(Embed(y) * phi, axis=-1) when num_classes > 0, else Dense(1)(phi).
+    The projection embedding (num_classes, F) is Glorot-uniform initialised; with
+    `spectral_norm` both the Dense kernel and the embedding table are spectrally normalised
+    (as in the authors' SNEmbedID). phi: (N, F); labels: (N,) int or None; returns (N,) float32.
+    The projection sum is computed in float32.
+    """
+
+    num_classes: int = 0
+    spectral_norm: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, phi: jax.Array, labels: jax.Array | None = None, *,
+                 update_stats: bool) -> jax.Array:
+        linear = nn.Dense(1, dtype=self.dtype, param_dtype=self.param_dtype, name="linear")
+        logits = spectral(linear, phi, enabled=self.spectral_norm,
+                          update_stats=update_stats)[:, 0].astype(jnp.float32)
+        if self.num_classes == 0:
+            return logits
+        embed = nn.Embed(self.num_classes, phi.shape[-1],
+                         embedding_init=nn.initializers.xavier_uniform(), dtype=jnp.float32,
+                         param_dtype=self.param_dtype, name="embed")
+        class_vectors = spectral(embed, labels, enabled=self.spectral_norm,
+                                 update_stats=update_stats)
+        return logits + jnp.sum(class_vectors * phi.astype(jnp.float32), axis=-1)

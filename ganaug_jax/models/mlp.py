@@ -1,0 +1,114 @@
+"""Fully connected GAN for low-dimensional points (e.g. the 2-D ring8 / grid25 mixtures).
+
+Generator: z -> depth x (Dense(width) + ReLU) -> Dense(data_dim), no output activation.
+Discriminator: x -> depth x (Dense(width) + LeakyReLU(0.2)) = features -> Dense(1) logits
+(+ class projection when num_classes > 0). Neither uses BatchNorm, so the only
+'batch_stats' state is the spectral-norm state of a discriminator built with
+`spectral_norm=True` (an unconditional MLP GAN without it has no 'batch_stats' at all).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ganaug_jax.models import layers
+
+
+class MLPGenerator(nn.Module, kw_only=True):
+    """z: (N, latent_dim) float -> points (N, data_dim) float32.
+
+    labels: (N,) int, required iff num_classes > 0; a learned class embedding
+    (num_classes, embed_dim or latent_dim), N(0, 1) initialised, is concatenated to z.
+    `train` is accepted for interface uniformity (this generator has no state).
+    Params: 'embed' (conditional only), 'dense0'..'dense{depth-1}', 'out'.
+    """
+
+    data_dim: int
+    latent_dim: int = 64
+    num_classes: int = 0
+    width: int = 64
+    depth: int = 3
+    embed_dim: int | None = None
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        for name in ("data_dim", "latent_dim", "width", "depth"):
+            layers.check_positive_int(getattr(self, name), name)
+        layers.check_positive_int(self.num_classes, "num_classes", minimum=0)
+        if self.embed_dim is not None:
+            layers.check_positive_int(self.embed_dim, "embed_dim")
+        layers.check_dtype(self.dtype)
+        super().__post_init__()
+
+    @property
+    def data_shape(self) -> tuple[int]:
+        return (self.data_dim,)
+
+    @nn.compact
+    def __call__(self, z: jax.Array, labels: jax.Array | None = None, *,
+                 train: bool) -> jax.Array:
+        del train  # No state.
+        layers.check_inputs(z, (self.latent_dim,), "z")
+        layers.check_labels(labels, self.num_classes, z.shape[0])
+        h = z.astype(self.dtype)
+        if self.num_classes > 0:
+            e = nn.Embed(self.num_classes, self.embed_dim or self.latent_dim,
+                         embedding_init=nn.initializers.normal(1.0), dtype=self.dtype,
+                         param_dtype=self.param_dtype, name="embed")(labels)
+            h = jnp.concatenate([h, e], axis=-1)
+        for i in range(self.depth):
+            h = nn.relu(nn.Dense(self.width, dtype=self.dtype, param_dtype=self.param_dtype,
+                                 name=f"dense{i}")(h))
+        out = nn.Dense(self.data_dim, dtype=self.dtype, param_dtype=self.param_dtype,
+                       name="out")(h)
+        return out.astype(jnp.float32)
+
+
+class MLPDiscriminator(nn.Module, kw_only=True):
+    """x: (N, data_dim) float -> (logits (N,) float32, features (N, width) float32).
+
+    features are the last hidden activations (after LeakyReLU). labels: (N,) int, required
+    iff num_classes > 0 (projection head, see `layers.ProjectionHead`). With
+    `spectral_norm`, every Dense (and the projection embedding) is spectrally normalised; its
+    state is in 'batch_stats' and is updated only when train=True.
+    Params: 'dense0'..'dense{depth-1}', 'head/linear', 'head/embed' (conditional only).
+    """
+
+    data_dim: int
+    num_classes: int = 0
+    width: int = 64
+    depth: int = 3
+    spectral_norm: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        for name in ("data_dim", "width", "depth"):
+            layers.check_positive_int(getattr(self, name), name)
+        layers.check_positive_int(self.num_classes, "num_classes", minimum=0)
+        layers.check_dtype(self.dtype)
+        super().__post_init__()
+
+    @property
+    def data_shape(self) -> tuple[int]:
+        return (self.data_dim,)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array | None = None, *,
+                 train: bool) -> tuple[jax.Array, jax.Array]:
+        layers.check_inputs(x, (self.data_dim,), "x")
+        layers.check_labels(labels, self.num_classes, x.shape[0])
+        h = x.astype(self.dtype)
+        for i in range(self.depth):
+            dense = nn.Dense(self.width, dtype=self.dtype, param_dtype=self.param_dtype,
+                             name=f"dense{i}")
+            h = nn.leaky_relu(layers.spectral(dense, h, enabled=self.spectral_norm,
+                                              update_stats=train), 0.2)
+        logits = layers.ProjectionHead(num_classes=self.num_classes,
+                                       spectral_norm=self.spectral_norm, dtype=self.dtype,
+                                       param_dtype=self.param_dtype,
+                                       name="head")(h, labels, update_stats=train)
+        return logits, h.astype(jnp.float32)

@@ -1,0 +1,1 @@
+"""GAN training: state, sharded jitted step, checkpoints and the run loop."""

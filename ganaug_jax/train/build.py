@@ -1,0 +1,78 @@
+"""Entry-point glue: unpacks a validated config into the typed objects a run needs."""
+
+import dataclasses
+
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from ganaug_jax import augment as aug
+from ganaug_jax import losses
+from ganaug_jax.data.sources import Source, load_source
+from ganaug_jax.models import make_gan
+from ganaug_jax.train.step import LossConfig, make_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    source: Source
+    generator: object
+    discriminator: object
+    g_tx: optax.GradientTransformation
+    d_tx: optax.GradientTransformation
+    latent_dim: int
+    num_classes: int
+
+
+def _optimizer(lr: float, c: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
+    if c.schedule == "cosine":
+        schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(c.warmup_steps, 1), num_steps)
+    elif c.warmup_steps:
+        schedule = optax.linear_schedule(0.0, lr, c.warmup_steps)
+    else:
+        schedule = lr
+    return optax.adam(schedule, b1=c.b1, b2=c.b2)
+
+
+def build_run(config: ml_collections.ConfigDict) -> Run:
+    source = load_source(config.data.source)
+    m = config.model
+    num_classes = source.num_classes if m.conditional else 0
+    if m.conditional and not source.num_classes:
+        raise ValueError(f"config key 'model.conditional' needs labelled data; "
+                         f"data.source {config.data.source!r} has no labels")
+    if (m.architecture == "mlp") == source.is_image:
+        expected = "dcgan" if source.is_image else "mlp"
+        raise ValueError(f"config key 'model.architecture' must be {expected!r} for data.source "
+                         f"{config.data.source!r} of shape {source.shape}, got {m.architecture!r}")
+    generator, discriminator = make_gan(
+        m.architecture, data_shape=source.shape, num_classes=num_classes,
+        latent_dim=m.latent_dim, width=m.width, depth=m.depth or None,
+        spectral_norm=m.spectral_norm, conditioning=m.conditioning,
+        dtype=jnp.bfloat16 if m.compute_dtype == "bfloat16" else jnp.float32)
+    # D steps n_critic times per G step: its schedule runs over that many updates.
+    g_tx = _optimizer(config.optim.g_lr, config.optim, config.num_steps)
+    d_tx = _optimizer(config.optim.d_lr, config.optim, config.num_steps * config.optim.n_critic)
+    return Run(source, generator, discriminator, g_tx, d_tx, m.latent_dim, num_classes)
+
+
+def build_step(config: ml_collections.ConfigDict, run: Run):
+    """The pure training step for this config (not jitted)."""
+    a = config.augment
+    pipeline, ada_update, fixed_p = None, None, 1.0
+    if a.kind == "diffaugment":
+        pipeline = aug.diffaugment(a.policy)
+    elif a.kind == "ada":
+        pipeline = aug.ada(a.ada_pipes)
+        if a.ada_fixed_p >= 0:
+            fixed_p = a.ada_fixed_p
+        else:
+            ada_update = aug.make_ada_update(target=a.ada_target, speed_images=a.ada_speed_images,
+                                             interval=a.ada_interval)
+    ema = losses.ema_decay(half_life_images=config.optim.ema_half_life_images,
+                           batch_size=config.batch_size)
+    return make_train_step(
+        generator=run.generator, discriminator=run.discriminator, g_tx=run.g_tx, d_tx=run.d_tx,
+        latent_dim=run.latent_dim, num_classes=run.num_classes,
+        loss=LossConfig(**config.loss.to_dict()), augment=pipeline, ada_update=ada_update,
+        fixed_p=fixed_p, ema_decay=ema)

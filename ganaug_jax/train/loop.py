@@ -1,0 +1,171 @@
+"""The run loop: `train_and_evaluate(config, workdir)` trains, logs, samples and checkpoints.
+
+Restarting with the same workdir resumes from the latest checkpoint and ends bit-identical
+(on CPU) to a run that never stopped: batches and randomness derive from (seed, step).
+"""
+
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ganaug_jax import config as config_lib
+from ganaug_jax.data import mixtures
+from ganaug_jax.data.sources import make_batch_fn
+from ganaug_jax.train import checkpoint, outputs, sharding
+from ganaug_jax.train.build import build_run, build_step
+from ganaug_jax.train.state import TrainState, create_train_state
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+def check_workdir(workdir: str, config: ml_collections.ConfigDict, *, force: bool) -> pathlib.Path:
+    """Creates the workdir, checks it is writable and that an earlier run there used the same
+    config (keys in config.RESUMABLE_KEYS may differ). Writes nothing else."""
+    path = pathlib.Path(workdir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"--workdir {workdir!r} is not a writable directory: {error}") from None
+    saved = path / "config.json"
+    if saved.exists():
+        differing = config_lib.differing_keys(json.loads(saved.read_text()), config)
+        if differing and not force:
+            raise ValueError(
+                f"--workdir {workdir!r} holds a run with a different config; differing keys:\n  "
+                + "\n  ".join(differing) + "\nuse another workdir, or --force to resume anyway")
+    return path
+
+
+def _fixed_latents(run, seed: int, count: int):
+    key = jax.random.fold_in(jax.random.key(seed), 0x5A3)  # the sample grid's own stream
+    z = jax.random.normal(key, (count, run.latent_dim), jnp.float32)
+    labels = jnp.arange(count, dtype=jnp.int32) % run.num_classes if run.num_classes else None
+    return z, labels
+
+
+def sample_ema(run, state: TrainState, z, labels):
+    """EMA generator in inference mode (batch norm uses running statistics)."""
+    return run.generator.apply({"params": state.ema_params, "batch_stats": state.g_stats},
+                               z, labels, train=False)
+
+
+def _write_samples(path, run, state, config, latents):
+    samples = np.asarray(jax.jit(lambda s, z, y: sample_ema(run, s, z, y))(state, *latents))
+    if run.source.is_image:
+        rows = run.num_classes or int(np.sqrt(len(samples)))
+        if run.num_classes:  # one row per class: sample i has label i % classes
+            order = np.argsort(np.arange(len(samples)) % run.num_classes, kind="stable")
+            samples = samples[order]
+        pixels = outputs.image_grid(samples, rows)
+    else:
+        means, _ = mixtures.mixture(config.data.source)
+        pixels = outputs.scatter_plot(samples, means)
+    outputs.save_png(path, pixels)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force: bool = False,
+                       progress: bool = True) -> TrainState:
+    """Trains to config.num_steps (resuming from workdir's latest checkpoint); returns the state."""
+    config_lib.validate(config)
+    mesh = sharding.make_mesh()
+    sharding.check_batch_divisible(config.batch_size, mesh, "config key 'batch_size'")
+    run = build_run(config)
+    path = check_workdir(workdir, config, force=force)
+
+    rep = sharding.replicated(mesh)
+    state = create_train_state(
+        jax.random.key(config.seed), run.generator, run.discriminator, run.g_tx, run.d_tx,
+        data_shape=run.source.shape, latent_dim=run.latent_dim, num_classes=run.num_classes,
+        ada_initial_p=config.augment.ada_initial_p)
+    state = jax.device_put(state, rep)
+    manager = checkpoint.make_manager(path, keep=config.keep_checkpoints)
+    restored = checkpoint.restore_latest(manager, state)
+    if restored is not None:
+        state = restored
+    outputs.atomic_write_text(path / "config.json", config_lib.to_json(config))
+
+    step_fn = sharding.shard_step(build_step(config, run), mesh, batch_axis=1)
+    batch_fn = jax.jit(make_batch_fn(run.source, batch_size=config.batch_size,
+                                     n_critic=config.optim.n_critic),
+                       out_shardings=sharding.batch_sharding(mesh, 1))
+    arrays = jax.device_put(run.source.arrays, rep)
+    data_key = jax.random.fold_in(jax.random.key(config.seed), 0xDA7A)
+    latents = _fixed_latents(run, config.seed, 100 if run.source.is_image else 2500)
+
+    start = int(state.step)
+    log = outputs.MetricsLog(path, resume_step=start)
+    images_per_step = config.batch_size * config.optim.n_critic
+    bar = _progress(start, config.num_steps, progress)
+    pending = None  # metrics of the previous step, fetched one step late
+    last_time, last_step = time.perf_counter(), start
+    try:
+        for step in range(start, config.num_steps):
+            batch = batch_fn(data_key, step, arrays)
+            state, metrics = step_fn(state, batch)
+            if pending is not None:
+                _check_finite(*pending)
+            pending = (step, metrics)
+            done = step + 1
+            at_checkpoint = done % config.checkpoint_every == 0 or done == config.num_steps
+            if at_checkpoint:  # never save a state whose losses are not finite
+                _check_finite(*pending)
+                checkpoint.save(manager, state)
+            if done % config.log_every == 0 or done == config.num_steps:
+                scalars = jax.device_get(metrics)
+                now = time.perf_counter()
+                rate = (done - last_step) * images_per_step / max(now - last_time, 1e-9)
+                last_time, last_step = now, done
+                log.write(done, dict(scalars, images_per_sec=rate))
+                bar.update(done, rate, scalars)
+            if config.sample_every and done % config.sample_every == 0 or done == config.num_steps:
+                _write_samples(path / f"samples_{done:07d}.png", run, state, config, latents)
+        if pending is not None:
+            _check_finite(*pending)
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        log.close()
+        bar.close()
+    return state
+
+
+def _check_finite(step: int, metrics) -> None:
+    for name in ("d_loss", "g_loss"):
+        value = float(metrics[name])
+        if not np.isfinite(value):
+            raise NonFiniteLossError(
+                f"step {step + 1}: {name} is {value}; stopping (the last good checkpoint is "
+                "kept). Lower the learning rates or add a penalty (loss.r1_gamma, loss.gp_weight).")
+
+
+class _progress:
+    """A tqdm bar showing images/sec and the main losses (silent when disabled)."""
+
+    def __init__(self, start: int, total: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+        self.position = start
+
+    def update(self, step: int, rate: float, scalars: dict) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(step - self.position)
+        self.position = step
+        self.bar.set_postfix(img_s=f"{rate:,.0f}", d=f"{float(scalars['d_loss']):.3f}",
+                             g=f"{float(scalars['g_loss']):.3f}", p=f"{float(scalars['ada_p']):.2f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

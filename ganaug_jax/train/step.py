@@ -1,0 +1,161 @@
+"""The GAN training step: n_critic discriminator updates, then one generator update.
+
+`make_train_step(...)` closes over static objects only (modules, optimizers, loss and
+augmentation functions) and returns a pure `step(state, batch) -> (state, metrics)`:
+  batch['x']: (n_critic, B, ...) real samples, batch['y']: (n_critic, B) int32 labels when
+  the models are conditional. Per-step randomness is `fold_in(state.key, state.step)`.
+Augmentation sits in front of D for real and fake samples alike, so G's gradients flow through
+it (DiffAugment, StyleGAN2-ADA).
+"""
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ganaug_jax import losses
+from ganaug_jax.augment import AdaState
+from ganaug_jax.train.state import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Typed loss settings (unpacked from the config by the entry point)."""
+    name: str = "non_saturating"
+    gp_weight: float = 0.0
+    r1_gamma: float = 0.0
+    r1_interval: int = 1
+    real_label: float = 1.0
+    instance_noise_std: float = 0.0
+    instance_noise_steps: int = 0
+    feature_matching: float = 0.0
+
+
+def _apply(module, params, stats, *args, train: bool):
+    """Runs a module; returns (output, new batch_stats) (stats unchanged when not training)."""
+    variables = {"params": params, "batch_stats": stats}
+    if train:
+        out, updates = module.apply(variables, *args, train=True, mutable=["batch_stats"])
+        return out, updates.get("batch_stats", stats)
+    return module.apply(variables, *args, train=False), stats
+
+
+def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformation,
+                    d_tx: optax.GradientTransformation, latent_dim: int, num_classes: int,
+                    loss: LossConfig = LossConfig(), augment: Optional[Callable] = None,
+                    ada_update: Optional[Callable] = None, fixed_p: float = 1.0,
+                    ema_decay: float = 0.999) -> Callable[[TrainState, Any], tuple]:
+    """Builds `step(state, batch) -> (state, metrics)`.
+
+    augment: a pipeline `(key, images, p) -> images` or None. With `ada_update` the
+    pipeline's p is the ADA state's p (updated from D's real logits every D step); otherwise
+    `fixed_p`.
+    """
+    d_loss_fn = losses.d_loss(loss.name)
+    g_loss_fn = losses.g_loss(loss.name)
+    conditional = num_classes > 0
+
+    def latents(key, n):
+        k_z, k_y = jax.random.split(key)
+        z = jax.random.normal(k_z, (n, latent_dim), jnp.float32)
+        y = jax.random.randint(k_y, (n,), 0, num_classes) if conditional else None
+        return z, y
+
+    def prepare(key, x, p, noise_std):
+        """Augmentation, then instance noise: what D sees."""
+        k_aug, k_noise = jax.random.split(key)
+        if augment is not None:
+            x = augment(k_aug, x, p)
+        if loss.instance_noise_std > 0:
+            x = losses.add_instance_noise(k_noise, x, noise_std)
+        return x
+
+    def d_update(state, x_real, y_real, key):
+        n = x_real.shape[0]
+        k_lat, k_real, k_fake, k_gp = jax.random.split(key, 4)
+        p = state.ada.p if ada_update is not None else jnp.float32(fixed_p)
+        noise_std = losses.instance_noise_std(state.step, initial_std=loss.instance_noise_std,
+                                              anneal_steps=max(loss.instance_noise_steps, 1))
+        z, y_fake = latents(k_lat, n)
+        fake, _ = _apply(generator, state.g_params, state.g_stats, z, y_fake, train=True)
+        fake = jax.lax.stop_gradient(fake)
+        real_in = prepare(k_real, x_real, p, noise_std)
+        fake_in = prepare(k_fake, fake, p, noise_std)
+
+        def d_objective(d_params):
+            both = jnp.concatenate([real_in, fake_in])
+            labels = jnp.concatenate([y_real, y_fake]) if conditional else None
+            (logits, features), stats = _apply(discriminator, d_params, state.d_stats, both,
+                                               labels, train=True)
+            real_logits, fake_logits = logits[:n], logits[n:]
+            total = d_loss_fn(real_logits, fake_logits, real_label=loss.real_label)
+            terms = {"d_loss": total}
+
+            def critic(x):
+                return _apply(discriminator, d_params, stats, x, y_real, train=False)[0][0]
+
+            if loss.gp_weight > 0:
+                gp = losses.gradient_penalty(k_gp, critic, real_in, fake_in)
+                total = total + loss.gp_weight * gp
+                terms["gradient_penalty"] = gp
+            if loss.r1_gamma > 0:
+                r1 = losses.lazy_r1(critic, real_in, step=state.step, interval=loss.r1_interval)
+                total = total + 0.5 * loss.r1_gamma * r1
+                terms["r1_penalty"] = r1
+            aux = (stats, real_logits, fake_logits, features[:n], terms)
+            return total, aux
+
+        grads, (stats, real_logits, fake_logits, real_features, terms) = jax.grad(
+            d_objective, has_aux=True)(state.d_params)
+        updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.d_params)
+        ada = state.ada if ada_update is None else ada_update(state.ada, real_logits)
+        state = state.replace(d_params=optax.apply_updates(state.d_params, updates),
+                              d_stats=stats, d_opt_state=d_opt_state, ada=ada)
+        metrics = dict(terms, d_real=jnp.mean(real_logits), d_fake=jnp.mean(fake_logits),
+                       d_grad_norm=optax.global_norm(grads), augment_p=p)
+        return state, jax.lax.stop_gradient(real_features), metrics
+
+    def g_update(state, key, real_features, n):
+        k_lat, k_aug = jax.random.split(key)
+        p = state.ada.p if ada_update is not None else jnp.float32(fixed_p)
+        noise_std = losses.instance_noise_std(state.step, initial_std=loss.instance_noise_std,
+                                              anneal_steps=max(loss.instance_noise_steps, 1))
+        z, y_fake = latents(k_lat, n)
+
+        def g_objective(g_params):
+            fake, g_stats = _apply(generator, g_params, state.g_stats, z, y_fake, train=True)
+            fake_in = prepare(k_aug, fake, p, noise_std)
+            (logits, features), _ = _apply(discriminator, state.d_params, state.d_stats,
+                                           fake_in, y_fake, train=False)
+            total = g_loss_fn(logits)
+            terms = {"g_loss": total}
+            if loss.feature_matching > 0:
+                fm = losses.feature_matching(real_features, features)
+                total = total + loss.feature_matching * fm
+                terms["feature_matching"] = fm
+            return total, (g_stats, terms)
+
+        grads, (g_stats, terms) = jax.grad(g_objective, has_aux=True)(state.g_params)
+        updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
+        g_params = optax.apply_updates(state.g_params, updates)
+        ema_params = losses.ema_update(state.ema_params, g_params, ema_decay)
+        state = state.replace(g_params=g_params, g_stats=g_stats, g_opt_state=g_opt_state,
+                              ema_params=ema_params)
+        return state, dict(terms, g_grad_norm=optax.global_norm(grads))
+
+    def step(state: TrainState, batch) -> tuple:
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+        k_d, k_g = jax.random.split(key)
+        x = batch["x"]
+        n_critic, n = x.shape[:2]
+        # n_critic is small and static: unrolled D updates, each on its own real batch.
+        for i, d_key in enumerate(jax.random.split(k_d, n_critic)):
+            y_real = batch["y"][i] if conditional else None
+            state, real_features, metrics = d_update(state, x[i], y_real, d_key)
+        state, g_metrics = g_update(state, k_g, real_features, n)
+        metrics.update(g_metrics, ada_p=state.ada.p, ada_rt=state.ada.rt)
+        return state.replace(step=state.step + 1), metrics
+
+    return step

@@ -1,0 +1,231 @@
+"""The training core: sharded step equivalence, no recompiles, exact resume through the real
+CLI after SIGKILL, outputs, generation, and bad input."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ganaug_jax import config as config_lib
+from ganaug_jax.data.sources import make_batch_fn
+from ganaug_jax.train import checkpoint, sharding
+from ganaug_jax.train.build import build_run, build_step
+from ganaug_jax.train.generate import generate, load_run_state
+from ganaug_jax.train.loop import NonFiniteLossError, train_and_evaluate
+from ganaug_jax.train.state import create_train_state
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tiny_config(source="ring8", **overrides):
+    config = config_lib.load_config(str(ROOT / "configs" / "default.py"))
+    base = {"data.source": source, "num_steps": 6, "batch_size": 16, "checkpoint_every": 3,
+            "log_every": 2, "sample_every": 0, "model.width": 32, "model.latent_dim": 8}
+    if source == "digits":
+        base.update({"model.architecture": "dcgan", "model.width": 8, "model.conditional": True,
+                     "augment.kind": "diffaugment", "model.depth": 0})
+    base.update(overrides)
+    return config_lib.apply_overrides(config, [f"{k}={v}" for k, v in base.items()])
+
+
+def _run_steps(config, devices, steps=3):
+    """Runs `steps` sharded steps on `devices`; returns the final state on the host."""
+    mesh = sharding.make_mesh(devices)
+    run = build_run(config)
+    state = create_train_state(jax.random.key(config.seed), run.generator, run.discriminator,
+                               run.g_tx, run.d_tx, data_shape=run.source.shape,
+                               latent_dim=run.latent_dim, num_classes=run.num_classes)
+    state = jax.device_put(state, sharding.replicated(mesh))
+    step_fn = sharding.shard_step(build_step(config, run), mesh, batch_axis=1)
+    batch_fn = jax.jit(make_batch_fn(run.source, batch_size=config.batch_size,
+                                     n_critic=config.optim.n_critic),
+                       out_shardings=sharding.batch_sharding(mesh, 1))
+    arrays = jax.device_put(run.source.arrays, sharding.replicated(mesh))
+    data_key = jax.random.key(1)
+    for step in range(steps):
+        state, metrics = step_fn(state, batch_fn(data_key, step, arrays))
+    return jax.device_get(state), step_fn
+
+
+@pytest.mark.parametrize("source, overrides", [
+    ("ring8", {"loss.r1_gamma": 1.0, "optim.n_critic": 2}),
+    ("digits", {"loss.name": "hinge", "model.spectral_norm": True}),
+])
+def test_eight_devices_equal_one_device(source, overrides):
+    config = tiny_config(source, **overrides)
+    one, _ = _run_steps(config, jax.devices()[:1])
+    eight, step_fn = _run_steps(config, jax.devices()[:8])
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight)):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        scale = max(np.abs(a).max(), 1e-6)
+        assert np.abs(a - b).max() / scale <= 1e-5
+    assert step_fn._cache_size() == 1  # the step compiled once for all its calls
+
+
+def test_batch_must_divide_by_device_count(tmp_path):
+    config = tiny_config(batch_size=12)
+    with pytest.raises(ValueError, match=r"batch_size' = 12 must be divisible by the number of devices \(8\)"):
+        train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_writes_outputs_and_generate_is_batch_independent(tmp_path):
+    config = tiny_config("digits", num_steps=4, checkpoint_every=2, sample_every=2)
+    workdir = tmp_path / "run"
+    train_and_evaluate(config, str(workdir), progress=False)
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert {"d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm", "ada_p",
+            "ada_rt", "images_per_sec"} <= set(rows[0])
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert (workdir / "samples_0000002.png").exists() and (workdir / "samples_0000004.png").exists()
+    assert json.loads((workdir / "config.json").read_text())["num_steps"] == 4
+    _, run, state = load_run_state(str(workdir))
+    assert int(state.step) == 4
+    big = generate(run, state, num=10, seed=5, batch_size=16)
+    small = generate(run, state, num=10, seed=5, batch_size=3)
+    np.testing.assert_array_equal(big["x"], small["x"])
+    np.testing.assert_array_equal(big["y"], np.arange(10) % 10)
+    np.testing.assert_array_equal(generate(run, state, num=4, seed=5, batch_size=4)["x"], big["x"][:4])
+    assert not np.array_equal(generate(run, state, num=4, seed=6)["x"], big["x"][:4])
+    only_three = generate(run, state, num=4, seed=5, label=3)
+    np.testing.assert_array_equal(only_three["y"], [3, 3, 3, 3])
+
+
+def test_resume_with_a_different_config_lists_the_keys(tmp_path):
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny_config(num_steps=2, checkpoint_every=2), workdir, progress=False)
+    changed = tiny_config(num_steps=4, **{"optim.g_lr": 1e-3, "seed": 5})
+    with pytest.raises(ValueError, match=r"(?s)optim.g_lr: 0.0002 -> 0.001.*seed: 0 -> 5"):
+        train_and_evaluate(changed, workdir, progress=False)
+    state = train_and_evaluate(changed, workdir, force=True, progress=False)
+    assert int(state.step) == 4
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    workdir = tmp_path / "run"
+    train_and_evaluate(tiny_config(num_steps=3, checkpoint_every=3), str(workdir), progress=False)
+    before = {p: p.read_bytes() for p in (workdir / "checkpoints").rglob("*") if p.is_file()}
+    exploding = tiny_config(num_steps=40, checkpoint_every=1, **{"optim.d_lr": 1e30, "optim.g_lr": 1e30})
+    with pytest.raises(NonFiniteLossError, match=r"step \d+: (d|g)_loss is (nan|inf|-inf)"):
+        train_and_evaluate(exploding, str(workdir), force=True, progress=False)
+    manager = checkpoint.make_manager(workdir, keep=3, read_only=True)
+    restored_steps = manager.all_steps()
+    manager.close()
+    # Every checkpoint that exists holds finite parameters: the last one saved before the
+    # failing step (checkpoints are written only after the step's losses are checked).
+    run = build_run(exploding)
+    like = create_train_state(jax.random.key(0), run.generator, run.discriminator, run.g_tx,
+                              run.d_tx, data_shape=run.source.shape, latent_dim=run.latent_dim,
+                              num_classes=run.num_classes)
+    state = checkpoint.restore_latest(checkpoint.make_manager(workdir, keep=3, read_only=True), like)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.g_params))
+    assert 3 in restored_steps or max(restored_steps) > 3
+    for path, data in before.items():  # the checkpoint of the first run is untouched
+        if path.exists():
+            assert path.read_bytes() == data
+
+
+# ---- the real CLI ----
+
+def _cli(*args, check=True, **kwargs):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    result = subprocess.run([sys.executable, "-m", "ganaug_jax.cli", *args], capture_output=True,
+                            text=True, env=env, cwd=ROOT, **kwargs)
+    if check and result.returncode:
+        raise AssertionError(result.stderr[-3000:])
+    return result
+
+
+def _final_params(workdir):
+    _, _, state = load_run_state(str(workdir))
+    return jax.tree.leaves(jax.device_get(state))
+
+
+TRAIN = ["train", "--config", "configs/ring8.py", "--no-progress", "--config.num_steps=40",
+         "--config.checkpoint_every=10", "--config.batch_size=32", "--config.model.width=32",
+         "--config.log_every=10", "--config.loss.r1_gamma=0.5"]
+
+
+def test_sigkill_and_resume_is_bit_identical(tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    _cli(*TRAIN, "--workdir", str(straight))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    process = subprocess.Popen([sys.executable, "-m", "ganaug_jax.cli", *TRAIN, "--workdir",
+                                str(interrupted)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    # Kill once a checkpoint (step 10 or 20) is committed, mid-run.
+    while time.time() < deadline and process.poll() is None:
+        steps = [p.name for p in (interrupted / "checkpoints").glob("[0-9]*")] if (interrupted / "checkpoints").exists() else []
+        if any(s in ("10", "20") for s in steps):
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    _cli(*TRAIN, "--workdir", str(interrupted))  # resumes from the latest checkpoint
+    for a, b in zip(_final_params(straight), _final_params(interrupted)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    rows = [json.loads(l)["step"] for l in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [10, 20, 30, 40]  # rows past the resumed checkpoint were re-written once
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.model.widht=3"], "unknown config key 'model.widht'"),
+    (["--config.batch_size=0"], "'batch_size' must be > 0"),
+    (["--config.loss.name=wasserstein"], "'loss.name' must be one of"),
+    (["--config.model.architecture=dcgan"], "'model.architecture' must be 'mlp' for data.source 'ring8'"),
+])
+def test_cli_rejects_bad_config_before_touching_disk(args, message, tmp_path):
+    workdir = tmp_path / "run"
+    result = _cli("train", "--config", "configs/ring8.py", "--workdir", str(workdir), *args, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr and result.stderr.count("error:") == 1
+    assert not workdir.exists()
+
+
+def test_cli_rejects_unwritable_workdir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = _cli("train", "--config", "configs/ring8.py", "--workdir", str(blocker / "run"), check=False)
+    assert result.returncode == 2 and "is not a writable directory" in result.stderr
+    assert blocker.read_text() == "x"
+
+
+def test_generate_missing_and_corrupt_checkpoints(tmp_path):
+    result = _cli("generate", "--workdir", str(tmp_path / "none"), "--num", "4", "--out",
+                  str(tmp_path / "x.npz"), check=False)
+    assert result.returncode == 2 and "holds no run" in result.stderr
+    workdir = tmp_path / "run"
+    train_and_evaluate(tiny_config(num_steps=2, checkpoint_every=2), str(workdir), progress=False)
+    out = tmp_path / "samples.npz"
+    _cli("generate", "--workdir", str(workdir), "--num", "7", "--seed", "1", "--out", str(out))
+    with np.load(out) as data:
+        assert data["x"].shape == (7, 2) and data["x"].dtype == np.float32 and "y" not in data
+    for path in (workdir / "checkpoints" / "2").rglob("*"):
+        if path.is_file() and path.stat().st_size > 0:
+            path.write_bytes(b"\x00garbage" * 8)
+    result = _cli("generate", "--workdir", str(workdir), "--num", "4", "--out",
+                  str(tmp_path / "y.npz"), check=False)
+    assert result.returncode == 2 and "cannot be read" in result.stderr
+    assert not (tmp_path / "y.npz").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".npz"] == ["samples.npz"]
+
+
+def test_default_config_sets_every_known_key():
+    flat = config_lib.flatten(config_lib.load_config(str(ROOT / "configs" / "default.py")))
+    assert set(flat) == config_lib.KNOWN_KEYS
+    for name in ("ring8", "grid25", "digits"):
+        config = config_lib.load_config(str(ROOT / "configs" / f"{name}.py"))
+        config_lib.validate(config)
+        for key in ("seed", "num_steps", "batch_size", "checkpoint_every"):
+            assert key in config
