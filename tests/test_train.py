@@ -229,3 +229,13 @@ def test_default_config_sets_every_known_key():
         config_lib.validate(config)
         for key in ("seed", "num_steps", "batch_size", "checkpoint_every"):
             assert key in config
+
+
+def test_bfloat16_compute_keeps_float32_params_and_optimizer_state():
+    config = tiny_config("digits", **{"model.compute_dtype": "bfloat16"})
+    state, _ = _run_steps(config, jax.devices()[:1], steps=2)
+    leaves = jax.tree.leaves((state.g_params, state.d_params, state.ema_params,
+                              state.g_opt_state, state.d_opt_state))
+    floats = [x for x in leaves if np.issubdtype(np.asarray(x).dtype, np.floating)]
+    assert floats and all(np.asarray(x).dtype == np.float32 for x in floats)
+    assert all(np.isfinite(np.asarray(x)).all() for x in floats)

@@ -33,6 +33,11 @@ class LossConfig:
     feature_matching: float = 0.0
 
 
+def _norm(tree) -> jax.Array:
+    """Global L2 norm of a pytree (optax.global_norm is deprecated)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
 def _apply(module, params, stats, *args, train: bool):
     """Runs a module; returns (output, new batch_stats) (stats unchanged when not training)."""
     variables = {"params": params, "batch_stats": stats}
@@ -114,7 +119,7 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
         state = state.replace(d_params=optax.apply_updates(state.d_params, updates),
                               d_stats=stats, d_opt_state=d_opt_state, ada=ada)
         metrics = dict(terms, d_real=jnp.mean(real_logits), d_fake=jnp.mean(fake_logits),
-                       d_grad_norm=optax.global_norm(grads), augment_p=p)
+                       d_grad_norm=_norm(grads), augment_p=p)
         return state, jax.lax.stop_gradient(real_features), metrics
 
     def g_update(state, key, real_features, n):
@@ -143,7 +148,7 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
         ema_params = losses.ema_update(state.ema_params, g_params, ema_decay)
         state = state.replace(g_params=g_params, g_stats=g_stats, g_opt_state=g_opt_state,
                               ema_params=ema_params)
-        return state, dict(terms, g_grad_norm=optax.global_norm(grads))
+        return state, dict(terms, g_grad_norm=_norm(grads))
 
     def step(state: TrainState, batch) -> tuple:
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
