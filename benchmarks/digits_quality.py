@@ -66,7 +66,8 @@ def main() -> None:
         if args.grid and i == 0:
             order = np.argsort(samples["y"], kind="stable")
             rows = [order[samples["y"][order] == c][:10] for c in range(10)]
-            outputs.save_png(args.grid, outputs.image_grid(samples["x"][np.concatenate(rows)], 10))
+            grid = outputs.image_grid(samples["x"][np.concatenate(rows)], 10)
+            outputs.save_png(args.grid, grid.repeat(4, axis=0).repeat(4, axis=1))  # 8x8 is tiny
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Class-conditional DCGAN with DiffAugment on scikit-learn's handwritten digits (8x8, 10 classes).
 
 Command:  ganaug train --config configs/digits.py --workdir runs/digits
-Run time: about 3 minutes on 2 CPU cores.
+Run time: about 1-2 minutes on 2 CPU cores (52-108 s measured).
 Expected: a classifier trained on the real digits labels >= 90 % of the EMA generator's
-          class-conditional samples with their conditioning class
-          (`python benchmarks/digits_quality.py`).
+          class-conditional samples with their conditioning class (measured: 100.0 %, 99.8 %,
+          100.0 % for seeds 0-2 with `python benchmarks/digits_quality.py --seeds 0 1 2`).
 """
 
 from configs import default
