@@ -1,8 +1,9 @@
 """Ring of 8 Gaussians (std 0.01, radius 1): unconditional MLP GAN.
 
 Command:  ganaug train --config configs/ring8.py --workdir runs/ring8
-Run time: about 1-2 minutes on 2 CPU cores.
-Expected: 8/8 modes and >= 97 % high-quality samples (PROTOCOLS.md section 1) for every seed;
+Run time: about 2 minutes on 2 CPU cores (65-117 s per seed measured, 4,000 steps with R1).
+Expected: 8/8 modes on seeds 0-4, but only 57.7 +- 2.0 % high-quality samples (min 54.6 %),
+          below the >= 97 % bar (PROTOCOLS.md section 1);
           measure with `python benchmarks/mode_coverage.py --mixture ring8`.
 """
 
@@ -13,4 +14,9 @@ def get_config():
     c = default.get_config()
     c.data.source = "ring8"
     c.model.architecture = "mlp"
+    c.loss.r1_gamma = 0.1           # without R1 G circles one blob; 0.01 collapses to 1-2 modes
+    c.optim.g_lr = 1e-3             # 1e-4: still a blurry disc at 4,000 steps; 5e-4: 29 % HQ
+    c.optim.d_lr = 1e-3
+    c.optim.b2 = 0.99
+    c.optim.schedule = "cosine"     # decay to 0 sharpens the modes at the end
     return c

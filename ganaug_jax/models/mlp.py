@@ -12,8 +12,25 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ganaug_jax.models import layers
+
+
+def dense(features: int, fan_in: int, **kwargs) -> nn.Dense:
+    """Dense with uniform(+-1/sqrt(fan_in)) kernel and bias (PyTorch's nn.Linear default).
+
+    Flax's zero biases put every first-layer ReLU boundary through the origin, so at init an
+    MLP discriminator on 2-D points separates directions but not distances; random biases
+    spread the boundaries over the data range.
+    """
+    bound = 1.0 / np.sqrt(fan_in)
+
+    def bias_init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return nn.Dense(features, kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+                    bias_init=bias_init, **kwargs)
 
 
 class MLPGenerator(nn.Module, kw_only=True):
@@ -60,10 +77,10 @@ class MLPGenerator(nn.Module, kw_only=True):
                          param_dtype=self.param_dtype, name="embed")(labels)
             h = jnp.concatenate([h, e], axis=-1)
         for i in range(self.depth):
-            h = nn.relu(nn.Dense(self.width, dtype=self.dtype, param_dtype=self.param_dtype,
-                                 name=f"dense{i}")(h))
-        out = nn.Dense(self.data_dim, dtype=self.dtype, param_dtype=self.param_dtype,
-                       name="out")(h)
+            h = nn.relu(dense(self.width, h.shape[-1], dtype=self.dtype,
+                              param_dtype=self.param_dtype, name=f"dense{i}")(h))
+        out = dense(self.data_dim, h.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype,
+                    name="out")(h)
         return out.astype(jnp.float32)
 
 
@@ -103,9 +120,9 @@ class MLPDiscriminator(nn.Module, kw_only=True):
         layers.check_labels(labels, self.num_classes, x.shape[0])
         h = x.astype(self.dtype)
         for i in range(self.depth):
-            dense = nn.Dense(self.width, dtype=self.dtype, param_dtype=self.param_dtype,
-                             name=f"dense{i}")
-            h = nn.leaky_relu(layers.spectral(dense, h, enabled=self.spectral_norm,
+            layer = dense(self.width, h.shape[-1], dtype=self.dtype,
+                          param_dtype=self.param_dtype, name=f"dense{i}")
+            h = nn.leaky_relu(layers.spectral(layer, h, enabled=self.spectral_norm,
                                               update_stats=train), 0.2)
         logits = layers.ProjectionHead(num_classes=self.num_classes,
                                        spectral_norm=self.spectral_norm, dtype=self.dtype,
