@@ -14,8 +14,9 @@ def get_config():
     c = default.get_config()
     c.data.source = "grid25"
     c.model.architecture = "mlp"
-    c.loss.r1_gamma = 0.1           # without R1 G circles one blob; 0.01 collapses
-    c.optim.g_lr = 2e-3             # D's zero-initialised biases must travel to ~4: lr 5e-4 is too slow
+    c.num_steps = 16_000            # seed 0 HQ: 4,000 steps 49 %, 12,000 steps 78 %
+    c.loss.r1_gamma = 0.03          # none: G circles one blob; 0.01 collapses; 0.1: blurrier
+    c.optim.g_lr = 2e-3             # 5e-4: 19/25 modes after 4,000 steps
     c.optim.d_lr = 2e-3
     c.optim.b2 = 0.99
     c.optim.schedule = "cosine"     # decay to 0 sharpens the modes at the end
