@@ -473,3 +473,19 @@ def test_public_api():
         first = "z" if "Generator" in cls.__name__ else "x"
         assert list(call)[:3] == ["self", first, "labels"] and call["labels"].default is None
         assert call["train"].kind == inspect.Parameter.KEYWORD_ONLY
+
+
+def test_mlp_layers_use_uniform_fan_in_init_with_random_biases():
+    # PyTorch nn.Linear's init: kernel and bias ~ U(+-1/sqrt(fan_in)). Zero biases would put
+    # every first-layer boundary of D through the origin (measured to slow 2-D mixtures).
+    import jax
+    from ganaug_jax.models import make_gan
+    _, d = make_gan("mlp", data_shape=(2,), width=256)
+    params = d.init(jax.random.key(0), jnp.zeros((1, 2)), train=False)["params"]
+    for name, fan_in in (("dense0", 2), ("dense1", 256)):
+        bound = 1 / np.sqrt(fan_in)
+        for leaf in ("kernel", "bias"):
+            values = np.asarray(params[name][leaf])
+            assert np.abs(values).max() <= bound
+            assert np.abs(values).max() > 0.9 * bound  # spread over the whole interval
+            assert abs(values.std() - bound / np.sqrt(3)) < 0.2 * bound
