@@ -1,9 +1,10 @@
 """Grid of 25 Gaussians ({-4, -2, 0, 2, 4}^2, std 0.05): unconditional MLP GAN.
 
 Command:  ganaug train --config configs/grid25.py --workdir runs/grid25
-Run time: about 2 minutes on 2 CPU cores (101-110 s per seed measured, 4,000 steps with R1).
-Expected: 25/25 modes on seeds 0-4, but only 28.7 +- 2.6 % high-quality samples (min 23.6 %),
-          below the >= 95 % bar (PROTOCOLS.md section 1);
+Run time: 381-466 s per seed measured on 2 CPU cores with two runs sharing them
+          (16,000 steps; a same-sized 4,000-step ring8 run took 64 s alone, 101-117 s shared).
+Expected: 25/25 modes on every seed 0-4, 91.17 +- 1.63 % high-quality samples
+          (min 87.28 %): the >= 95 % bar of PROTOCOLS.md section 1 is not met yet;
           measure with `python benchmarks/mode_coverage.py --mixture grid25`.
 """
 
