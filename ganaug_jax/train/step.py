@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import optax
 
 from ganaug_jax import losses
-from ganaug_jax.augment import AdaState
 from ganaug_jax.train.state import TrainState
 
 
