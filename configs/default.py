@@ -19,7 +19,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.sample_every = 1000         # steps between PNG sample grids (0: only at the end)
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "ring8"       # 'ring8', 'grid25' (2-D mixtures) or 'digits' (scikit-learn)
+    c.data.source = "ring8"       # 'ring8', 'grid25' (2-D mixtures); images: 'digits'
+                                  # (scikit-learn), 'tfds:NAME', a .npz path or an image folder
+    c.data.data_dir = ""          # TFDS data directory ('' : TFDS's default)
+    c.data.resolution = 0         # images resized to R x R (0: as stored; must suit the model)
+    c.data.channels = 0           # 1 or 3 (0: as stored)
+    c.data.test_fraction = 0.25   # held-out real test split (never trained on); 0: the data
+                                  # set's own 'test' split
+    c.data.split_seed = 0         # seed of the train/test split (keep it fixed across runs)
+    c.data.per_class = 0          # > 0: k training images per class (low-data regime)
+    c.data.class_counts = ""      # e.g. '3:5,5:5,8:5': per-class counts (imbalanced regime)
+    c.data.subset_seed = 0        # seed of the per_class / class_counts selection
 
     c.model = ml_collections.ConfigDict()
     c.model.architecture = "mlp"  # 'mlp' (vectors) or 'dcgan' (images)
@@ -27,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.width = 256           # hidden units (mlp) or channels of the last hidden layer (dcgan)
     c.model.depth = 3             # hidden layers (mlp); 0 lets dcgan derive it from the resolution
     c.model.spectral_norm = False # on every discriminator layer
+    c.model.minibatch_std = 0     # > 0 (dcgan): D sees the batch std over groups of this size
     c.model.conditional = False   # class-conditional G and projection D (needs labelled data)
     c.model.conditioning = "concat"  # 'concat' (embedding concatenated to z) or 'cbn'
     c.model.compute_dtype = "float32"  # or 'bfloat16' (params and optimizer stay float32)
@@ -40,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.instance_noise_std = 0.0   # initial std of instance noise on D inputs
     c.loss.instance_noise_steps = 0   # steps over which it anneals linearly to 0
     c.loss.feature_matching = 0.0     # weight of the feature-matching term in G's loss
+    c.loss.mode_seeking = 0.0         # weight of MSGAN's mode-seeking term in G's loss
 
     c.optim = ml_collections.ConfigDict()
     c.optim.g_lr = 2e-4

@@ -2,7 +2,7 @@
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import ganaug_jax
 
@@ -16,16 +16,131 @@ def _train(args, overrides) -> int:
 
 
 def _generate(args, overrides) -> int:
-    from ganaug_jax.train.generate import generate, load_run_state, save_npz
+    import dataclasses
+
+    import numpy as np
+
+    from ganaug_jax import config as config_lib
+    from ganaug_jax.data import exports, filtering
+    from ganaug_jax.evaluate.downstream import ClassifierSpec
+    from ganaug_jax.train import generate as gen
     if overrides:
         raise ValueError(f"ganaug generate takes no --config overrides, got {overrides}")
-    if not args.out.endswith(".npz"):
-        raise ValueError(f"--out must name a .npz file, got {args.out!r}")
-    _, run, state = load_run_state(args.workdir)
-    samples = generate(run, state, num=args.num, seed=args.seed, label=args.label)
-    save_npz(args.out, samples, is_image=run.source.is_image)
-    print(f"wrote {args.num} samples to {args.out} (checkpoint step {int(state.step)})")
+    # Everything that can be checked without the run is checked before loading it.
+    given = (("--num", args.num), ("--per-class", args.per_class), ("--balance-to", args.balance_to))
+    modes = [f"{flag} {value}" for flag, value in given if value is not None]
+    if len(modes) != 1:
+        raise ValueError("give exactly one of --num N, --per-class N, --balance-to N, got "
+                         + (" and ".join(modes) if modes else "none"))
+    if args.label is not None and args.num is None:
+        raise ValueError("--label goes with --num (every sample of that class); --per-class and "
+                         "--balance-to choose the classes themselves")
+    for flag, value, low in (("--num", args.num, 1), ("--per-class", args.per_class, 1),
+                             ("--balance-to", args.balance_to, 0)):
+        if value is not None and value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    gen.check_truncation(args.truncation)
+    filtering.check_options(privacy_threshold=args.privacy_threshold,
+                            min_confidence=args.min_confidence,
+                            classifier_steps=args.classifier_steps)
+    filtered = args.privacy_threshold is not None or args.min_confidence is not None
+    fmt = exports.infer_format(args.out, args.format)
+    exports.check_target(args.out, fmt, overwrite=args.overwrite)
+
+    config, run, state = gen.load_run_state(args.workdir)
+    if (args.per_class is not None or args.balance_to is not None) and not run.num_classes:
+        raise ValueError(f"{modes[0].split()[0]} needs a class-conditional model; the run in "
+                         f"--workdir {args.workdir!r} is unconditional (use --num)")
+    if fmt == "folder" and not run.source.is_image:
+        raise ValueError(f"--format folder holds images; this run makes {run.source.shape} "
+                         "vectors (use an --out ending in .npz, or --format tfds)")
+    labels = None
+    if args.per_class is not None:
+        labels = gen.labels_for(args.per_class, run.num_classes)
+    elif args.balance_to is not None:
+        real = np.bincount(run.source.arrays["y"], minlength=run.num_classes)
+        needed = gen.balance_to(real, args.balance_to)
+        if not sum(needed.values()):
+            raise ValueError(f"--balance-to {args.balance_to}: every class already has that many "
+                             f"real samples (fewest: {int(real.min())}); nothing to generate")
+        labels = gen.labels_for(needed, run.num_classes)
+    reports = []
+    if filtered:
+        filtering.check_filterable(run, privacy_threshold=args.privacy_threshold,
+                                   min_confidence=args.min_confidence)
+        if labels is None:  # --num: the labels `generate` would assign
+            if args.label is not None and not 0 <= args.label < run.num_classes:
+                raise ValueError(f"--label must be in [0, {run.num_classes}), got {args.label}")
+            labels = (np.full(args.num, args.label, np.int32) if args.label is not None
+                      else np.arange(args.num, dtype=np.int32) % run.num_classes)
+        spec = ClassifierSpec()
+        if args.classifier_steps is not None:
+            spec = dataclasses.replace(spec, steps=args.classifier_steps)
+        samples, reports = filtering.generate_filtered(
+            run, state, labels, seed=args.seed, truncation=args.truncation, use_ema=not args.raw,
+            privacy_threshold=args.privacy_threshold, min_confidence=args.min_confidence,
+            classifier_spec=spec)
+    else:
+        samples = gen.generate(run, state, num=args.num, labels=labels, label=args.label,
+                               seed=args.seed, truncation=args.truncation, use_ema=not args.raw)
+    manifest = exports.make_manifest(
+        checkpoint_step=int(state.step), seed=args.seed, config_json=config_lib.to_json(config),
+        generator="raw" if args.raw else "ema", truncation=args.truncation,
+        num_classes=run.num_classes, workdir=args.workdir, filters=reports)
+    arrays = exports.to_export_arrays(samples, is_image=run.source.is_image)
+    written = exports.export(fmt, args.out, arrays, manifest, overwrite=args.overwrite)
+    counts = written["counts"]
+    per_class = " (per class: " + ", ".join(f"{c}: {n}" for c, n in counts.items()) + ")" if counts else ""
+    dropped = "".join(f"; {f['name']} filter dropped {f['dropped']}" for f in written["filters"])
+    print(f"wrote {written['num_samples']} samples{per_class} as {fmt} to {args.out} "
+          f"(checkpoint step {written['checkpoint_step']}, {written['generator']} generator"
+          f"{dropped})")
     return 0
+
+
+def _evaluate_options(args):
+    from ganaug_jax.evaluate import downstream, protocol
+    spec = downstream.ClassifierSpec(**({"steps": args.classifier_steps}
+                                        if args.classifier_steps is not None else {}))
+    return protocol.EvaluateOptions(
+        seeds=tuple(args.seeds), arms=tuple(args.arms or downstream.ARMS),
+        synthetic_per_class=args.synthetic_per_class,
+        synthetic_fraction=args.synthetic_fraction, classifier=spec)
+
+
+def _evaluate(args, overrides) -> int:
+    from ganaug_jax.evaluate import protocol
+    if overrides:
+        raise ValueError(f"ganaug evaluate takes no --config overrides, got {overrides}")
+    options = _evaluate_options(args)
+    options.check()
+    report = protocol.evaluate_run(args.workdir, options, progress=print)
+    out = protocol.write_report(report, args.out)
+    print(protocol.markdown_table(report["summary"]))
+    print(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'accuracy.png'}")
+    return 0
+
+
+def _demo(args, overrides) -> int:
+    from ganaug_jax.demo import run_demo
+    run_demo(args.workdir, config_path=args.config, overrides=overrides,
+             options=_evaluate_options(args), progress=not args.no_progress)
+    return 0
+
+
+def _add_evaluate_flags(parser, *, seeds) -> None:
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds,
+                        help=f"classifier seeds (default {' '.join(map(str, seeds))})")
+    parser.add_argument("--arms", nargs="+", default=None, metavar="ARM",
+                        help="arms to train, from real real+classical real+gan real+both gan "
+                             "(default: all)")
+    parser.add_argument("--synthetic-per-class", type=int, default=200,
+                        help="GAN samples per class (default 200)")
+    parser.add_argument("--synthetic-fraction", type=float, default=0.5,
+                        help="share of GAN samples in each mixed batch (default 0.5)")
+    parser.add_argument("--classifier-steps", type=int, default=None,
+                        help="classifier training steps, the same for every arm "
+                             "(default: downstream.ClassifierSpec's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,13 +161,59 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=_train)
 
-    gen = commands.add_parser("generate", help="sample the EMA generator of the latest checkpoint")
-    gen.add_argument("--workdir", required=True)
-    gen.add_argument("--num", type=int, required=True, help="number of samples")
+    gen = commands.add_parser(
+        "generate", help="sample the latest checkpoint into a labelled synthetic data set",
+        description="Sample the generator of the latest checkpoint (EMA by default) and export "
+                    "the samples with a manifest. Give exactly one of --num, --per-class, "
+                    "--balance-to.")
+    gen.add_argument("--workdir", required=True, help="run directory written by `ganaug train`")
+    gen.add_argument("--out", required=True,
+                     help="output: a .npz file, or a directory (folder of PNGs, or TFDS data set)")
+    gen.add_argument("--format", choices=["npz", "folder", "tfds"], default=None,
+                     help="default: npz for an --out ending in .npz, else folder")
+    gen.add_argument("--num", type=int, default=None,
+                     help="number of samples (labels cycle through the classes, or see --label)")
+    gen.add_argument("--per-class", type=int, default=None, help="this many samples of every class")
+    gen.add_argument("--balance-to", type=int, default=None,
+                     help="top every class up to this many real + synthetic samples")
+    gen.add_argument("--label", type=int, default=None, help="with --num: class of every sample")
+    gen.add_argument("--truncation", type=float, default=None,
+                     help="latents from a normal truncated to [-T, T] (T > 0)")
+    gen.add_argument("--raw", action="store_true", help="the raw generator instead of the EMA one")
     gen.add_argument("--seed", type=int, default=0, help="sample i depends only on (seed, i)")
-    gen.add_argument("--out", required=True, help="output .npz with x (and y when conditional)")
-    gen.add_argument("--label", type=int, default=None, help="class of every sample (conditional)")
+    gen.add_argument("--overwrite", action="store_true", help="replace an earlier export at --out")
+    gen.add_argument("--privacy-threshold", type=float, default=None, metavar="T",
+                     help="drop samples whose nearest real training image, in the domain "
+                          "classifier's feature space, is closer than T (conditional image runs)")
+    gen.add_argument("--min-confidence", type=float, default=None, metavar="C",
+                     help="keep samples the domain classifier gives probability >= C for their "
+                          "own class (conditional image runs); dropped samples are replaced")
+    gen.add_argument("--classifier-steps", type=int, default=None, metavar="N",
+                     help="training steps of the domain classifier used by the filters "
+                          "(default: the downstream protocol's)")
     gen.set_defaults(run=_generate)
+
+    ev = commands.add_parser(
+        "evaluate", help="does the GAN help a classifier? downstream arms and sample quality",
+        description="Train a small classifier under the arms real / real+classical / real+gan / "
+                    "real+both / gan for each seed, test on the run's held-out real split, and "
+                    "measure sample quality; writes report.json, report.md and accuracy.png.")
+    ev.add_argument("--workdir", required=True, help="a class-conditional image run")
+    ev.add_argument("--out", required=True, help="report directory")
+    _add_evaluate_flags(ev, seeds=[0, 1, 2, 3, 4])
+    ev.set_defaults(run=_evaluate)
+
+    demo = commands.add_parser(
+        "demo", help="train, generate and evaluate on low-data digits (about 5 minutes, 2 cores)",
+        description="The whole product on scikit-learn's digits with 10 real images per class: "
+                    "train the conditional GAN, generate a balanced synthetic set, evaluate it "
+                    "downstream, and write a report folder (WORKDIR/report/summary.md). Config "
+                    "overrides work as in `ganaug train`, e.g. --config.data.per_class=5.")
+    demo.add_argument("--workdir", default="runs/demo", help="default runs/demo")
+    demo.add_argument("--config", default=None, help="default: configs/digits_lowdata.py")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_evaluate_flags(demo, seeds=[0, 1, 2])
+    demo.set_defaults(run=_demo)
     return parser
 
 

@@ -105,7 +105,6 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 
 _CHOICES = {
-    "data.source": ("ring8", "grid25", "digits"),
     "model.architecture": ("mlp", "dcgan"),
     "model.conditioning": ("concat", "cbn"),
     "model.compute_dtype": ("float32", "bfloat16"),
@@ -116,20 +115,23 @@ _CHOICES = {
 _POSITIVE = ("num_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every",
              "model.latent_dim", "model.width", "loss.r1_interval", "optim.n_critic",
              "optim.g_lr", "optim.d_lr", "augment.ada_speed_images", "augment.ada_interval")
-_NON_NEGATIVE = ("seed", "sample_every", "model.depth", "loss.gp_weight", "loss.r1_gamma",
+_NON_NEGATIVE = ("seed", "sample_every", "data.resolution", "data.channels", "data.split_seed",
+                 "data.per_class", "data.subset_seed", "model.depth", "model.minibatch_std", "loss.gp_weight", "loss.r1_gamma",
                  "loss.instance_noise_std", "loss.instance_noise_steps", "loss.feature_matching",
-                 "optim.warmup_steps", "optim.ema_half_life_images")
+                 "loss.mode_seeking", "optim.warmup_steps", "optim.ema_half_life_images")
 _UNIT = ("loss.real_label", "optim.b1", "optim.b2", "augment.ada_initial_p")
 
 
 # Every key the trainer reads (configs/default.py sets each one; a test keeps them in step).
 KNOWN_KEYS = frozenset({
     "seed", "num_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every",
-    "sample_every", "data.source", "model.architecture", "model.latent_dim", "model.width",
-    "model.depth", "model.spectral_norm", "model.conditional", "model.conditioning",
+    "sample_every", "data.source", "data.data_dir", "data.resolution", "data.channels",
+    "data.test_fraction", "data.split_seed", "data.per_class", "data.class_counts",
+    "data.subset_seed", "model.architecture", "model.latent_dim", "model.width",
+    "model.depth", "model.spectral_norm", "model.minibatch_std", "model.conditional", "model.conditioning",
     "model.compute_dtype", "loss.name", "loss.gp_weight", "loss.r1_gamma", "loss.r1_interval",
     "loss.real_label", "loss.instance_noise_std", "loss.instance_noise_steps",
-    "loss.feature_matching", "optim.g_lr", "optim.d_lr", "optim.b1", "optim.b2",
+    "loss.feature_matching", "loss.mode_seeking", "optim.g_lr", "optim.d_lr", "optim.b1", "optim.b2",
     "optim.schedule", "optim.warmup_steps", "optim.n_critic", "optim.ema_half_life_images",
     "augment.kind", "augment.policy", "augment.ada_pipes", "augment.ada_target",
     "augment.ada_speed_images", "augment.ada_interval", "augment.ada_initial_p",
@@ -155,6 +157,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in _NON_NEGATIVE:
         if not flat[key] >= 0:
             raise ValueError(f"config key {key!r} must be >= 0, got {flat[key]!r}")
+    if flat["model.minibatch_std"] and flat["batch_size"] % flat["model.minibatch_std"]:
+        raise ValueError(f"config key 'batch_size' ({flat['batch_size']}) must be divisible by "
+                         f"'model.minibatch_std' ({flat['model.minibatch_std']})")
+    if not 0 <= flat["data.test_fraction"] < 1:
+        raise ValueError(f"config key 'data.test_fraction' must be in [0, 1), got {flat['data.test_fraction']!r}")
     for key in _UNIT:
         if not 0 <= flat[key] <= 1:
             raise ValueError(f"config key {key!r} must be in [0, 1], got {flat[key]!r}")

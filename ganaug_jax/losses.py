@@ -285,6 +285,19 @@ def feature_matching(real_features: jax.Array, fake_features: jax.Array) -> jax.
     return jnp.sum(jnp.square(diff))
 
 
+def mode_seeking(fake_a: jax.Array, fake_b: jax.Array, z_a: jax.Array, z_b: jax.Array,
+                 *, eps: float = 1e-5) -> jax.Array:
+    """MSGAN's mode-seeking term (Mao et al. 2019), a generator loss against (within-class)
+    mode collapse: 1 / (mean|G(z_a) - G(z_b)| / mean|z_a - z_b| + eps), where the pairs share
+    their class. fake_*: (N, ...) samples, z_*: (N, latent_dim); float32 scalar."""
+    if fake_a.shape != fake_b.shape or z_a.shape != z_b.shape or fake_a.shape[0] != z_a.shape[0]:
+        raise ValueError(f"mode_seeking needs paired samples and latents, got {fake_a.shape}, "
+                         f"{fake_b.shape}, {z_a.shape}, {z_b.shape}")
+    ratio = (jnp.mean(jnp.abs(fake_a.astype(jnp.float32) - fake_b.astype(jnp.float32)))
+             / jnp.mean(jnp.abs(z_a.astype(jnp.float32) - z_b.astype(jnp.float32))))
+    return 1.0 / (ratio + eps)
+
+
 # ---- exponential moving average of params ----
 
 def ema_decay(*, half_life_images: float, batch_size: int) -> float:

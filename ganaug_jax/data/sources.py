@@ -6,13 +6,13 @@ pure functions of (data key, step): resuming needs no iterator state.
 """
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ganaug_jax.data import mixtures
+from ganaug_jax.data import loaders, mixtures, regimes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,39 +35,89 @@ def _mixture_source(name: str) -> Source:
     return Source(name, (2,), 0, {}, lambda key, arrays, n: {"x": mixtures.sample(key, name, n)})
 
 
-def load_digits_arrays() -> dict:
-    """scikit-learn's digits (ships offline): x (1797, 8, 8, 1) float32 in [-1, 1], y int32."""
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    x = (digits.images.astype(np.float32) / 8.0 - 1.0)[..., None]  # pixel values 0..16
-    return {"x": x, "y": digits.target.astype(np.int32)}
+def draw_indices(key: jax.Array, n: int, num_records: int) -> jax.Array:
+    """n record indices drawn uniformly with replacement from range(num_records), int32."""
+    return jax.random.randint(key, (n,), 0, num_records)
 
 
 def draw_from_arrays(key: jax.Array, arrays: dict, n: int) -> dict:
     """n samples drawn uniformly with replacement from device-resident arrays."""
-    index = jax.random.randint(key, (n,), 0, arrays["x"].shape[0])
+    index = draw_indices(key, n, arrays["x"].shape[0])
     return {name: value[index] for name, value in arrays.items()}
 
 
-def _digits_source() -> Source:
-    arrays = load_digits_arrays()
-    return Source("digits", arrays["x"].shape[1:], 10, arrays, draw_from_arrays)
+@dataclasses.dataclass(frozen=True)
+class RealData:
+    """A labelled data set in the model's contract, split once: train x (N, R, R, C) float32 in
+    [-1, 1], y (N,) int32 (after the low-data / imbalance regime); test: the held-out real
+    split no GAN or classifier trains on (never subsampled)."""
+    train: dict
+    test: dict
+    num_classes: int
+    class_names: tuple
 
 
-SOURCES = {"ring8": lambda: _mixture_source("ring8"), "grid25": lambda: _mixture_source("grid25"),
-           "digits": _digits_source}
+def load_real(data) -> RealData:
+    """The real data a config's `data` section names: load, hold out the test split, apply the
+    regime (data.per_class or data.class_counts), convert to the model range."""
+    splits = loaders.load_splits(data.source, data_dir=data.data_dir or None)
+    train, test = regimes.train_test_split(splits, test_fraction=data.test_fraction,
+                                           seed=data.split_seed)
+    counts = regimes.parse_counts(data.class_counts)
+    if data.per_class and counts:
+        raise ValueError("set only one of config keys 'data.per_class' and 'data.class_counts'")
+    if data.per_class:
+        train = regimes.take_per_class(train, data.per_class, seed=data.subset_seed)
+    elif counts:
+        train = regimes.take_counts(train, counts, seed=data.subset_seed)
+    resolution = data.resolution or train.x.shape[1]
+    channels = data.channels or train.x.shape[3]
+    loaders.check_fits(train, resolution=resolution, channels=channels, num_classes=None)
+    empty = np.flatnonzero(regimes.class_counts(train.y, train.num_classes) == 0)
+    if empty.size:
+        raise ValueError(f"classes {empty.tolist()} have no training images after the regime "
+                         f"(data.per_class / data.class_counts)")
+
+    def convert(part):
+        return {"x": loaders.to_model_range(part.x, resolution=resolution, channels=channels),
+                "y": part.y}
+    return RealData(convert(train), convert(test), train.num_classes, train.class_names)
 
 
-def load_source(name: str) -> Source:
-    if name not in SOURCES:
-        raise ValueError(f"data.source must be one of {sorted(SOURCES)}, got {name!r}")
-    return SOURCES[name]()
+def _image_source(data) -> Source:
+    real = load_real(data)
+    return Source(data.source, real.train["x"].shape[1:], real.num_classes, real.train,
+                  draw_from_arrays)
+
+
+MIXTURES = ("ring8", "grid25")
+
+
+def load_source(data) -> Source:
+    """The Source for a config's `data` section: a 2-D mixture by name, or labelled images
+    (see `load_real` and `loaders.load_splits` for the accepted forms of data.source)."""
+    if data.source in MIXTURES:
+        return _mixture_source(data.source)
+    return _image_source(data)
+
+
+def step_keys(data_key: jax.Array, step, n_critic: int) -> jax.Array:
+    """The n_critic draw keys of one step: the whole of a batch's randomness."""
+    return jax.random.split(jax.random.fold_in(data_key, step), n_critic)
+
+
+def batch_indices(data_key: jax.Array, step, *, num_records: int, batch_size: int,
+                  n_critic: int) -> jax.Array:
+    """(n_critic, B) int32: the records `make_batch_fn` draws with `draw_from_arrays` at this
+    step (the same random calls), for readers that gather them elsewhere (data/streaming.py)."""
+    return jnp.stack([draw_indices(k, batch_size, num_records)
+                      for k in step_keys(data_key, step, n_critic)])
 
 
 def make_batch_fn(source: Source, *, batch_size: int, n_critic: int) -> Callable:
     """batch(data_key, step, arrays) -> {'x': (n_critic, B, ...), 'y': (n_critic, B)}."""
     def batch(data_key, step, arrays):
-        keys = jax.random.split(jax.random.fold_in(data_key, step), n_critic)
+        keys = step_keys(data_key, step, n_critic)
         draws = [source.draw(k, arrays, batch_size) for k in keys]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *draws)
     return batch

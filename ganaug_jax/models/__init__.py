@@ -36,12 +36,14 @@ MLP_DEFAULT_DEPTH = 3
 
 
 def _make_mlp(data_shape, *, num_classes, latent_dim, width, depth, spectral_norm,
-              conditioning, dtype):
+              conditioning, minibatch_std, dtype):
     if len(data_shape) != 1:
         raise ValueError(f"data_shape for mlp must be (D,), got {data_shape!r}")
     if conditioning != "concat":
         raise ValueError("conditioning for mlp must be 'concat' (the mlp generator has no "
                          f"BatchNorm for 'cbn'), got {conditioning!r}")
+    if minibatch_std:
+        raise ValueError(f"minibatch_std is for dcgan only, got {minibatch_std!r} for mlp")
     depth = MLP_DEFAULT_DEPTH if depth is None else depth
     generator = MLPGenerator(data_dim=data_shape[0], latent_dim=latent_dim,
                              num_classes=num_classes, width=width, depth=depth, dtype=dtype)
@@ -52,13 +54,13 @@ def _make_mlp(data_shape, *, num_classes, latent_dim, width, depth, spectral_nor
 
 
 def _make_dcgan(data_shape, *, num_classes, latent_dim, width, depth, spectral_norm,
-                conditioning, dtype):
+                conditioning, minibatch_std, dtype):
     generator = DCGANGenerator(image_shape=data_shape, latent_dim=latent_dim,
                                num_classes=num_classes, width=width, depth=depth,
                                conditioning=conditioning, dtype=dtype)
     discriminator = DCGANDiscriminator(image_shape=data_shape, num_classes=num_classes,
                                        width=width, depth=depth, spectral_norm=spectral_norm,
-                                       dtype=dtype)
+                                       minibatch_std=minibatch_std, dtype=dtype)
     return generator, discriminator
 
 
@@ -71,14 +73,16 @@ ARCHITECTURES: dict[str, Callable[..., tuple[nn.Module, nn.Module]]] = {
 def make_gan(architecture: str, *, data_shape: tuple, num_classes: int = 0,
              latent_dim: int = 64, width: int = 64, depth: int | None = None,
              spectral_norm: bool = False, conditioning: str = "concat",
-             dtype: Any = jnp.float32) -> tuple[nn.Module, nn.Module]:
+             minibatch_std: int = 0, dtype: Any = jnp.float32) -> tuple[nn.Module, nn.Module]:
     """Returns unbound (generator, discriminator) modules for `architecture`.
 
     data_shape: (D,) for 'mlp'; (H, W, C) for 'dcgan' with H == W in (8, 16, 32, 64, 128).
     depth: None = the architecture's default (mlp: 3 hidden layers; dcgan: log2(H / 4)
     stride-2 stages). conditioning ('concat' or 'cbn') is the generator's class conditioning,
     used when num_classes > 0; the discriminator is then a projection discriminator.
-    spectral_norm applies to every discriminator layer. Raises ValueError on bad arguments.
+    spectral_norm applies to every discriminator layer. minibatch_std > 0 (dcgan): the
+    discriminator sees ProGAN's minibatch standard deviation over groups of that many
+    samples (the batch must divide by it). Raises ValueError on bad arguments.
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, "
@@ -97,10 +101,12 @@ def make_gan(architecture: str, *, data_shape: tuple, num_classes: int = 0,
     if not isinstance(spectral_norm, bool):
         raise ValueError(f"spectral_norm must be a bool, got {spectral_norm!r}")
     layers.check_conditioning(conditioning)
+    layers.check_positive_int(minibatch_std, "minibatch_std", minimum=0)
     layers.check_dtype(dtype)
     return ARCHITECTURES[architecture](
         data_shape, num_classes=num_classes, latent_dim=latent_dim, width=width, depth=depth,
-        spectral_norm=spectral_norm, conditioning=conditioning, dtype=dtype)
+        spectral_norm=spectral_norm, conditioning=conditioning, minibatch_std=minibatch_std,
+        dtype=dtype)
 
 
 __all__ = [

@@ -140,12 +140,14 @@ class DCGANDiscriminator(nn.Module, kw_only=True):
     width: int = 64
     depth: int | None = None
     spectral_norm: bool = False
+    minibatch_std: int = 0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
         check_image_shape(self.image_shape, self.depth)
         layers.check_positive_int(self.width, "width")
+        layers.check_positive_int(self.minibatch_std, "minibatch_std", minimum=0)
         layers.check_positive_int(self.num_classes, "num_classes", minimum=0)
         layers.check_dtype(self.dtype)
         super().__post_init__()
@@ -169,6 +171,8 @@ class DCGANDiscriminator(nn.Module, kw_only=True):
                            dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{i}")
             h = nn.leaky_relu(layers.spectral(conv, h, enabled=self.spectral_norm,
                                               update_stats=train), 0.2)
+        if self.minibatch_std:
+            h = layers.minibatch_std(h, self.minibatch_std)
         features = h.reshape(h.shape[0], -1)
         logits = layers.ProjectionHead(num_classes=self.num_classes,
                                        spectral_norm=self.spectral_norm, dtype=self.dtype,

@@ -145,3 +145,19 @@ class ProjectionHead(nn.Module, kw_only=True):
         class_vectors = spectral(embed, labels, enabled=self.spectral_norm,
                                  update_stats=update_stats)
         return logits + jnp.sum(class_vectors * phi.astype(jnp.float32), axis=-1)
+
+
+def minibatch_std(h: jax.Array, group_size: int) -> jax.Array:
+    """ProGAN's minibatch standard deviation: (N, H, W, C) -> (N, H, W, C + 1), the extra
+    channel being the mean over features of the std across each group of `group_size`
+    consecutive samples (N must divide by it), so D can see a lack of diversity. Groups of
+    consecutive samples stay on one device when the batch is sharded."""
+    n = h.shape[0]
+    group_size = min(group_size, n)  # as in ProGAN: smaller batches form one group
+    if n % group_size:
+        raise ValueError(f"minibatch_std group size {group_size} must divide the batch size {n}")
+    groups = h.reshape(n // group_size, group_size, *h.shape[1:]).astype(jnp.float32)
+    std = jnp.sqrt(groups.var(axis=1) + 1e-8).mean(axis=(1, 2, 3))       # (N / G,)
+    extra = jnp.repeat(std, group_size)[:, None, None, None]
+    extra = jnp.broadcast_to(extra, (*h.shape[:3], 1)).astype(h.dtype)
+    return jnp.concatenate([h, extra], axis=-1)

@@ -35,7 +35,7 @@ def _optimizer(lr: float, c: ml_collections.ConfigDict, num_steps: int) -> optax
 
 
 def build_run(config: ml_collections.ConfigDict) -> Run:
-    source = load_source(config.data.source)
+    source = load_source(config.data)
     m = config.model
     num_classes = source.num_classes if m.conditional else 0
     if m.conditional and not source.num_classes:
@@ -48,7 +48,7 @@ def build_run(config: ml_collections.ConfigDict) -> Run:
     generator, discriminator = make_gan(
         m.architecture, data_shape=source.shape, num_classes=num_classes,
         latent_dim=m.latent_dim, width=m.width, depth=m.depth or None,
-        spectral_norm=m.spectral_norm, conditioning=m.conditioning,
+        spectral_norm=m.spectral_norm, conditioning=m.conditioning, minibatch_std=m.minibatch_std,
         dtype=jnp.bfloat16 if m.compute_dtype == "bfloat16" else jnp.float32)
     # D steps n_critic times per G step: its schedule runs over that many updates.
     g_tx = _optimizer(config.optim.g_lr, config.optim, config.num_steps)

@@ -1,16 +1,18 @@
-"""Sampling the EMA generator of a run's latest checkpoint into labelled arrays.
+"""Sampling a run's latest checkpoint into labelled arrays.
 
-Sample i depends only on (seed, i): its latent is drawn from fold_in(key(seed), i) and its
-label (conditional models) is the requested one or i % num_classes. Inference uses batch-norm
-running statistics, so neither the batch size nor the device count changes a sample.
+Sample i depends only on (seed, i) for a given label assignment: its latent is drawn from
+fold_in(key(seed), i) (a standard normal, or a normal truncated to [-t, t]) and its label
+(conditional models) is labels[i], the single requested label, or i % num_classes. Inference
+uses batch-norm running statistics, so neither the batch size nor the device count changes a
+sample. The EMA generator is the default; the raw (last-step) generator is an option.
 """
 
 import io
 import json
+import math
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -18,7 +20,7 @@ from ganaug_jax import config as config_lib
 from ganaug_jax.train import checkpoint, outputs
 from ganaug_jax.train.build import build_run
 from ganaug_jax.train.loop import sample_ema
-from ganaug_jax.train.state import create_train_state
+from ganaug_jax.train.state import TrainState, create_train_state
 
 
 def load_run_state(workdir: str):
@@ -45,34 +47,136 @@ def load_run_state(workdir: str):
     return config, run, state
 
 
-def generate(run, state, *, num: int, seed: int, label: int | None = None,
-             batch_size: int = 256) -> dict:
-    """{'x': samples, 'y': labels (conditional only)}: images as float32 in [-1, 1]."""
-    if num <= 0:
-        raise ValueError(f"--num must be > 0, got {num}")
+def check_truncation(truncation: float | None) -> None:
+    """None (plain normal latents) or a finite t > 0; errors name `--truncation`."""
+    if truncation is None:
+        return
+    if isinstance(truncation, bool) or not isinstance(truncation, (int, float)) or \
+            not math.isfinite(truncation) or truncation <= 0:
+        raise ValueError(f"--truncation must be a finite number > 0 (latents in [-t, t]), "
+                         f"got {truncation!r}")
+
+
+def sample_latents(key: jax.Array, indices: jax.Array, *, latent_dim: int,
+                   truncation: float | None = None) -> jax.Array:
+    """(N,) int indices -> (N, latent_dim) float32 latents; row n is drawn from
+    fold_in(key, indices[n]) only: standard normal, or truncated to [-t, t] when t is given."""
+    check_truncation(truncation)
+
+    def one(i):
+        k = jax.random.fold_in(key, i)
+        if truncation is None:
+            return jax.random.normal(k, (latent_dim,))
+        return jax.random.truncated_normal(k, -truncation, truncation, (latent_dim,))
+    return jax.vmap(one)(indices)
+
+
+def sample_generator(run, state: TrainState, z, labels, *, use_ema: bool = True):
+    """The EMA (default) or raw generator in inference mode (batch-norm running statistics).
+    z: (N, latent_dim) float32; labels: (N,) int32 or None -> samples, float32 in [-1, 1]."""
+    if not use_ema:  # same inference path as the EMA generator, with the raw parameters
+        state = state.replace(ema_params=state.g_params)
+    return sample_ema(run, state, z, labels)
+
+
+def labels_for(per_class: dict | int, num_classes: int) -> np.ndarray:
+    """Class-sorted (N,) int32 labels: `per_class` samples of every class (an int >= 1) or
+    per_class[c] samples of class c (a {class: count >= 0} dict; missing classes get none)."""
+    if not num_classes:
+        raise ValueError("--per-class needs a conditional model; this run is unconditional "
+                         "(use --num)")
+    if isinstance(per_class, dict):
+        counts = np.zeros(num_classes, np.int64)
+        for c, n in per_class.items():
+            if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < num_classes:
+                raise ValueError(f"per-class counts: class must be an int in [0, {num_classes}), got {c!r}")
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+                raise ValueError(f"per-class counts: count of class {c} must be an int >= 0, got {n!r}")
+            counts[c] = n
+    elif isinstance(per_class, (int, np.integer)) and not isinstance(per_class, bool):
+        if per_class < 1:
+            raise ValueError(f"--per-class must be >= 1, got {per_class}")
+        counts = np.full(num_classes, per_class, np.int64)
+    else:
+        raise TypeError(f"--per-class must be an int or a {{class: count}} dict, got {per_class!r}")
+    return np.repeat(np.arange(num_classes, dtype=np.int32), counts)
+
+
+def balance_to(real_counts: np.ndarray, target: int) -> dict[int, int]:
+    """{class: synthetic samples needed} so that real + synthetic reaches `target` per class
+    (0 for classes already at or above it). real_counts: (num_classes,) ints >= 0."""
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target < 0:
+        raise ValueError(f"--balance-to must be an int >= 0, got {target!r}")
+    real = np.asarray(real_counts)
+    if real.ndim != 1 or not np.issubdtype(real.dtype, np.integer) or (real < 0).any():
+        raise ValueError(f"real_counts must be a 1-D array of ints >= 0 (one per class), got "
+                         f"{real.dtype} of shape {real.shape}")
+    return {c: int(max(target - int(n), 0)) for c, n in enumerate(real)}
+
+
+def _resolve_labels(run, num, label, labels) -> tuple[int, np.ndarray | None]:
+    """(num, (num,) int32 labels or None for unconditional models), validated."""
+    if labels is not None:
+        if label is not None:
+            raise ValueError("give labels or label, not both")
+        if not run.num_classes:
+            raise ValueError("labels need a conditional model; this run is unconditional")
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or \
+                ((labels < 0) | (labels >= run.num_classes)).any():
+            raise ValueError(f"labels must be a 1-D int array with values in [0, {run.num_classes})")
+        if num is not None and num != len(labels):
+            raise ValueError(f"--num ({num}) must equal the number of labels ({len(labels)})")
+        num = len(labels)
+    if num is None or isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num <= 0:
+        raise ValueError(f"--num must be an int > 0, got {num!r}")
     if label is not None and not (run.num_classes and 0 <= label < run.num_classes):
         allowed = f"in [0, {run.num_classes})" if run.num_classes else "absent (unconditional model)"
         raise ValueError(f"--label must be {allowed}, got {label}")
+    if not run.num_classes:
+        return num, None
+    if labels is None:
+        labels = np.full(num, label) if label is not None else np.arange(num) % run.num_classes
+    return num, labels.astype(np.int32)
+
+
+def generate(run, state, *, num: int | None = None, seed: int, label: int | None = None,
+             labels: np.ndarray | None = None, truncation: float | None = None,
+             use_ema: bool = True, batch_size: int = 256, first_index: int = 0) -> dict:
+    """{'x': (N, *shape) float32 in [-1, 1], 'y': (N,) int32 (conditional only)}.
+
+    labels: (N,) int labels, one per sample (e.g. from `labels_for`); else `label` for every
+    sample, else i % num_classes. num may be left out when labels are given.
+    truncation: latents from a normal truncated to [-t, t] (t > 0); None: plain normal.
+    use_ema: the EMA generator (default) or the raw generator parameters.
+    first_index: row n is sample first_index + n (its latent from fold_in(key(seed), that
+    index)), so later calls can continue a stream without repeating samples.
+    """
+    num, labels = _resolve_labels(run, num, label, labels)
+    if isinstance(first_index, bool) or not isinstance(first_index, (int, np.integer)) or \
+            not 0 <= first_index <= np.iinfo(np.int32).max - num - batch_size:
+        raise ValueError(f"first_index must be an int >= 0 (int32 range), got {first_index!r}")
+    check_truncation(truncation)
     base = jax.random.key(seed)
 
     @jax.jit
-    def chunk(indices):
-        z = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(base, i), (run.latent_dim,)))(indices)
-        if not run.num_classes:
-            return sample_ema(run, state, z, None), indices
-        labels = jnp.full_like(indices, label) if label is not None else indices % run.num_classes
-        return sample_ema(run, state, z, labels.astype(jnp.int32)), labels.astype(jnp.int32)
+    def chunk(indices, chunk_labels):
+        z = sample_latents(base, indices, latent_dim=run.latent_dim, truncation=truncation)
+        return sample_generator(run, state, z, chunk_labels, use_ema=use_ema)
 
-    xs, ys = [], []
+    xs = []
     for start in range(0, num, batch_size):
-        indices = np.arange(start, start + batch_size, dtype=np.int32)  # fixed shape: one compile
-        x, y = chunk(indices)
+        indices = np.arange(first_index + start, first_index + start + batch_size,
+                            dtype=np.int32)  # fixed shape: one compile
         take = min(batch_size, num - start)
-        xs.append(np.asarray(x)[:take])
-        ys.append(np.asarray(y)[:take])
+        chunk_labels = None
+        if labels is not None:
+            chunk_labels = np.zeros(batch_size, np.int32)
+            chunk_labels[:take] = labels[start:start + take]
+        xs.append(np.asarray(chunk(indices, chunk_labels))[:take])
     out = {"x": np.concatenate(xs)}
-    if run.num_classes:
-        out["y"] = np.concatenate(ys).astype(np.int32)
+    if labels is not None:
+        out["y"] = labels
     return out
 
 

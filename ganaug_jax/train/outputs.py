@@ -95,6 +95,49 @@ def scatter_plot(points: np.ndarray, reference: np.ndarray, size: int = 384) -> 
     return np.asarray(image)
 
 
+def bar_chart(labels: list, values: list, errors: list, *, title: str = "",
+              series: list | None = None, width: int = 640, height: int = 360) -> np.ndarray:
+    """A bar chart with error bars as an RGB uint8 image. values/errors: one number per label,
+    or (with `series` names) one list per label, a bar per series. The axis starts at 0."""
+    grouped = series is not None
+    values = [list(v) if grouped else [v] for v in values]
+    errors = [list(e) if grouped else [e] for e in errors]
+    series = series or [""]
+    colours = [(46, 110, 190), (230, 140, 40), (60, 160, 90), (180, 60, 60), (120, 90, 170)]
+    top = max(v + e for vs, es in zip(values, errors) for v, e in zip(vs, es)) * 1.08 or 1.0
+    left, right, bottom, header = 48, 12, 40, 28 + 14 * grouped
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((left, 6), title, fill="black")
+    y0, plot_h = height - bottom, height - bottom - header
+
+    def y_of(value):
+        return y0 - plot_h * value / top
+    raw_step = top / 5
+    step = min((m * 10 ** np.floor(np.log10(raw_step)) for m in (1, 2, 5, 10)
+                if m * 10 ** np.floor(np.log10(raw_step)) >= raw_step))
+    for tick in np.arange(0, top, step):
+        draw.line((left, y_of(tick), width - right, y_of(tick)), fill=(225, 225, 225))
+        draw.text((4, y_of(tick) - 6), f"{tick:g}", fill="black")
+    slot = (width - left - right) / len(labels)
+    bar = slot * 0.8 / len(series)
+    for i, label in enumerate(labels):
+        for j, (v, e) in enumerate(zip(values[i], errors[i])):
+            x = left + i * slot + slot * 0.1 + j * bar
+            draw.rectangle((x, y_of(v), x + bar - 2, y0), fill=colours[j % len(colours)])
+            mid = x + (bar - 2) / 2
+            draw.line((mid, y_of(v + e), mid, y_of(max(v - e, 0))), fill="black")
+            draw.line((mid - 3, y_of(v + e), mid + 3, y_of(v + e)), fill="black")
+        draw.text((left + i * slot + 4, y0 + 6), str(label), fill="black")
+    if grouped:
+        for j, name in enumerate(series):
+            x = left + j * 110
+            draw.rectangle((x, 22, x + 10, 32), fill=colours[j % len(colours)])
+            draw.text((x + 14, 21), str(name), fill="black")
+    draw.line((left, y0, width - right, y0), fill="black")
+    return np.asarray(image)
+
+
 def save_png(path, pixels: np.ndarray) -> None:
     import io
     pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels

@@ -30,6 +30,7 @@ class LossConfig:
     instance_noise_std: float = 0.0
     instance_noise_steps: int = 0
     feature_matching: float = 0.0
+    mode_seeking: float = 0.0
 
 
 def _norm(tree) -> jax.Array:
@@ -127,6 +128,9 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
         noise_std = losses.instance_noise_std(state.step, initial_std=loss.instance_noise_std,
                                               anneal_steps=max(loss.instance_noise_steps, 1))
         z, y_fake = latents(k_lat, n)
+        half = n // 2
+        if loss.mode_seeking > 0 and conditional:  # pairs (i, i + n/2) share their class
+            y_fake = jnp.concatenate([y_fake[:half], y_fake[:half], y_fake[2 * half:]])
 
         def g_objective(g_params):
             fake, g_stats = _apply(generator, g_params, state.g_stats, z, y_fake, train=True)
@@ -139,6 +143,11 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
                 fm = losses.feature_matching(real_features, features)
                 total = total + loss.feature_matching * fm
                 terms["feature_matching"] = fm
+            if loss.mode_seeking > 0:
+                ms = losses.mode_seeking(fake[:half], fake[half:2 * half], z[:half],
+                                         z[half:2 * half])
+                total = total + loss.mode_seeking * ms
+                terms["mode_seeking"] = ms
             return total, (g_stats, terms)
 
         grads, (g_stats, terms) = jax.grad(g_objective, has_aux=True)(state.g_params)
