@@ -30,6 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.per_class = 0          # > 0: k training images per class (low-data regime)
     c.data.class_counts = ""      # e.g. '3:5,5:5,8:5': per-class counts (imbalanced regime)
     c.data.subset_seed = 0        # seed of the per_class / class_counts selection
+    c.data.placement = "device"   # 'device': the data set is placed on the devices once and
+                                  # batches are gathered there; 'host': it stays in host memory
+                                  # and batches stream to the devices (data that does not fit)
 
     c.model = ml_collections.ConfigDict()
     c.model.architecture = "mlp"  # 'mlp' (vectors) or 'dcgan' (images)

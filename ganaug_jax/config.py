@@ -13,9 +13,10 @@ import sys
 
 import ml_collections
 
-# Keys that change how long a run lasts or how it reports, not what it computes: a run may
-# resume with different values.
-RESUMABLE_KEYS = {"num_steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every"}
+# Keys that change how long a run lasts, how it reports or where its data lives, not what it
+# computes: a run may resume with different values.
+RESUMABLE_KEYS = {"num_steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every",
+                  "data.placement"}
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -111,6 +112,7 @@ _CHOICES = {
     "loss.name": ("minimax", "non_saturating", "wgan", "hinge", "lsgan"),
     "optim.schedule": ("constant", "cosine"),
     "augment.kind": ("none", "diffaugment", "ada"),
+    "data.placement": ("device", "host"),
 }
 _POSITIVE = ("num_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every",
              "model.latent_dim", "model.width", "loss.r1_interval", "optim.n_critic",
@@ -127,7 +129,7 @@ KNOWN_KEYS = frozenset({
     "seed", "num_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every",
     "sample_every", "data.source", "data.data_dir", "data.resolution", "data.channels",
     "data.test_fraction", "data.split_seed", "data.per_class", "data.class_counts",
-    "data.subset_seed", "model.architecture", "model.latent_dim", "model.width",
+    "data.subset_seed", "data.placement", "model.architecture", "model.latent_dim", "model.width",
     "model.depth", "model.spectral_norm", "model.minibatch_std", "model.conditional", "model.conditioning",
     "model.compute_dtype", "loss.name", "loss.gp_weight", "loss.r1_gamma", "loss.r1_interval",
     "loss.real_label", "loss.instance_noise_std", "loss.instance_noise_steps",
@@ -160,6 +162,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if flat["model.minibatch_std"] and flat["batch_size"] % flat["model.minibatch_std"]:
         raise ValueError(f"config key 'batch_size' ({flat['batch_size']}) must be divisible by "
                          f"'model.minibatch_std' ({flat['model.minibatch_std']})")
+    if flat["loss.mode_seeking"] > 0 and flat["batch_size"] < 2:
+        raise ValueError("config key 'loss.mode_seeking' needs pairs of samples: 'batch_size' "
+                         f"must be >= 2, got {flat['batch_size']}")
     if not 0 <= flat["data.test_fraction"] < 1:
         raise ValueError(f"config key 'data.test_fraction' must be in [0, 1), got {flat['data.test_fraction']!r}")
     for key in _UNIT:

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "LOSSES", "d_loss", "g_loss", "gradient_penalty", "r1_penalty", "lazy_r1",
-    "instance_noise_std", "add_instance_noise", "feature_matching", "ema_decay", "ema_update",
+    "instance_noise_std", "add_instance_noise", "feature_matching", "mode_seeking", "ema_decay", "ema_update",
 ]
 
 Critic = Callable[[jax.Array], jax.Array]
@@ -293,6 +293,8 @@ def mode_seeking(fake_a: jax.Array, fake_b: jax.Array, z_a: jax.Array, z_b: jax.
     if fake_a.shape != fake_b.shape or z_a.shape != z_b.shape or fake_a.shape[0] != z_a.shape[0]:
         raise ValueError(f"mode_seeking needs paired samples and latents, got {fake_a.shape}, "
                          f"{fake_b.shape}, {z_a.shape}, {z_b.shape}")
+    if fake_a.shape[0] == 0:
+        raise ValueError("mode_seeking needs at least one pair (a batch of >= 2 samples)")
     ratio = (jnp.mean(jnp.abs(fake_a.astype(jnp.float32) - fake_b.astype(jnp.float32)))
              / jnp.mean(jnp.abs(z_a.astype(jnp.float32) - z_b.astype(jnp.float32))))
     return 1.0 / (ratio + eps)

@@ -52,12 +52,9 @@ def digits_run(tmp_path_factory):
     return types.SimpleNamespace(workdir=workdir, config=config, run=run, state=state)
 
 
-@pytest.fixture(scope="module")
-def ring_run(tmp_path_factory):
-    """An unconditional ring8 run directory holding its initial state as a step-0 checkpoint."""
-    workdir = tmp_path_factory.mktemp("ring") / "run"
+def initial_run(workdir, config):
+    """A run directory holding the config's initial state as a step-0 checkpoint."""
     workdir.mkdir()
-    config = _config("ring8")
     run = build_run(config)
     state = create_train_state(jax.random.key(0), run.generator, run.discriminator, run.g_tx,
                                run.d_tx, data_shape=run.source.shape, latent_dim=run.latent_dim,
@@ -68,6 +65,12 @@ def ring_run(tmp_path_factory):
     manager.wait_until_finished()
     manager.close()
     return workdir
+
+
+@pytest.fixture(scope="module")
+def ring_run(tmp_path_factory):
+    """An unconditional ring8 run directory holding its initial state as a step-0 checkpoint."""
+    return initial_run(tmp_path_factory.mktemp("ring") / "run", _config("ring8"))
 
 
 @pytest.fixture(scope="module")

@@ -5,44 +5,25 @@ replacements fill every requested slot, the reports and the manifest agree, and 
 The runs hold their initial state as a step-0 checkpoint (no GAN training) and the domain
 classifier trains for a few steps: the filters' logic does not need good models."""
 
-import jax
 import numpy as np
 import pytest
-from test_exports import _config  # the tiny-config helper of the exports tests
+from test_exports import _config, initial_run  # tiny-run helpers of the exports tests
 
 from ganaug_jax import cli
-from ganaug_jax import config as config_lib
 from ganaug_jax.data import exports, filtering
 from ganaug_jax.evaluate import quality
 from ganaug_jax.evaluate.downstream import ClassifierSpec, train_domain_classifier
-from ganaug_jax.train import checkpoint, outputs
-from ganaug_jax.train.build import build_run
+from ganaug_jax.train import outputs
 from ganaug_jax.train.generate import generate, labels_for, load_run_state
-from ganaug_jax.train.state import create_train_state
 
 STEPS = 5  # the domain classifier's training steps, here and through --classifier-steps
 LABELS = labels_for(3, 10)
 
 
-def _initial_run(workdir, config):
-    """A run directory holding the config's initial state as a step-0 checkpoint."""
-    workdir.mkdir()
-    run = build_run(config)
-    state = create_train_state(jax.random.key(0), run.generator, run.discriminator, run.g_tx,
-                               run.d_tx, data_shape=run.source.shape, latent_dim=run.latent_dim,
-                               num_classes=run.num_classes)
-    outputs.atomic_write_text(workdir / "config.json", config_lib.to_json(config))
-    manager = checkpoint.make_manager(workdir, keep=1)
-    checkpoint.save(manager, state)
-    manager.wait_until_finished()
-    manager.close()
-    return workdir
-
-
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """(workdir, run, state, domain classifier) of a class-conditional 8x8 digits run."""
-    workdir = _initial_run(tmp_path_factory.mktemp("digits") / "run", _config("digits"))
+    workdir = initial_run(tmp_path_factory.mktemp("digits") / "run", _config("digits"))
     _, run, state = load_run_state(str(workdir))
     classifier = train_domain_classifier(run.source.arrays, 10, spec=ClassifierSpec(steps=STEPS))
     return workdir, run, state, classifier
@@ -51,7 +32,7 @@ def digits(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ring(tmp_path_factory):
     """An unconditional ring8 run directory (initial state as a step-0 checkpoint)."""
-    return _initial_run(tmp_path_factory.mktemp("ring") / "run", _config("ring8"))
+    return initial_run(tmp_path_factory.mktemp("ring") / "run", _config("ring8"))
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +44,21 @@ def moderate(digits):
     confidence = classifier.probabilities(probe["x"])[np.arange(100), probe["y"]]
     distance, _ = quality.nearest_real(classifier.features(probe["x"]),
                                        classifier.features(run.source.arrays["x"]))
-    by_class = lambda v: v.reshape(10, 10)  # noqa: E731  (probe rows are class-sorted)
-    return (float(np.median(by_class(distance), axis=1).min()),
-            float(np.median(by_class(confidence), axis=1).min()))
+    # Probe rows are class-sorted: row c of the (10, 10) reshape is class c.
+    return (float(np.median(distance.reshape(10, 10), axis=1).min()),
+            float(np.median(confidence.reshape(10, 10), axis=1).min()))
 
 
 def _filtered(digits, **options):
     _, run, state, classifier = digits
     return filtering.generate_filtered(run, state, LABELS, seed=3, classifier=classifier, **options)
+
+
+@pytest.fixture(scope="module")
+def filtered(digits, moderate):
+    """(samples, reports) of LABELS, seed 3, through both filters at the moderate values."""
+    threshold, confidence = moderate
+    return _filtered(digits, privacy_threshold=threshold, min_confidence=confidence)
 
 
 # ---- the library function ----
@@ -96,10 +84,10 @@ def test_zero_threshold_and_zero_confidence_drop_nothing(digits):
     assert none == [] and np.array_equal(unfiltered["x"], plain["x"])
 
 
-def test_moderate_filters_meet_the_counts_with_samples_that_pass(digits, moderate):
+def test_moderate_filters_meet_the_counts_with_samples_that_pass(digits, moderate, filtered):
     _, run, state, classifier = digits
     threshold, confidence = moderate
-    samples, reports = _filtered(digits, privacy_threshold=threshold, min_confidence=confidence)
+    samples, reports = filtered
     assert [r["name"] for r in reports] == ["privacy", "quality"]
     assert reports[0]["threshold"] == threshold and reports[1]["min_confidence"] == confidence
     assert sum(r["dropped"] for r in reports) > 0
@@ -118,9 +106,6 @@ def test_moderate_filters_meet_the_counts_with_samples_that_pass(digits, moderat
     assert first.any() and not first.all()
     same = (samples["x"] == plain["x"]).reshape(len(LABELS), -1).all(axis=1)
     np.testing.assert_array_equal(same, first)
-    # Deterministic: the same options give the same bits.
-    again, again_reports = _filtered(digits, privacy_threshold=threshold, min_confidence=confidence)
-    assert again_reports == reports and np.array_equal(again["x"], samples["x"])
 
 
 def test_an_impossible_threshold_raises_a_clear_error(digits):
@@ -145,18 +130,28 @@ def _main(capsys, *args):
     return code, captured.out, captured.err
 
 
-def test_cli_filters_report_their_drops_in_the_summary_and_manifest(digits, moderate, tmp_path,
-                                                                    capsys):
-    workdir = digits[0]
+def test_cli_filters_report_their_drops_in_the_summary_and_manifest(digits, moderate, filtered,
+                                                                    tmp_path, capsys, monkeypatch):
+    workdir, run, _, classifier = digits
     threshold, confidence = moderate
+    trained = []
+
+    def train(real, num_classes, *, spec):  # the fixture's classifier, trained the same way
+        trained.append(spec)
+        np.testing.assert_array_equal(real["x"], run.source.arrays["x"])
+        np.testing.assert_array_equal(real["y"], run.source.arrays["y"])
+        assert num_classes == 10
+        return classifier
+
+    monkeypatch.setattr(filtering, "train_domain_classifier", train)
     out = tmp_path / "filtered.npz"
     code, stdout, _ = _main(capsys, "--workdir", workdir, "--out", out, "--per-class", 3,
                             "--seed", 3, "--privacy-threshold", repr(threshold),
                             "--min-confidence", repr(confidence), "--classifier-steps", STEPS)
-    assert code == 0
-    expected, reports = _filtered(digits, privacy_threshold=threshold, min_confidence=confidence)
+    assert code == 0 and trained == [ClassifierSpec(steps=STEPS)]
+    expected, reports = filtered  # and a second computation: the same bits (deterministic)
     samples, manifest = exports.read_export(out)
-    assert manifest["filters"] == reports  # the CLI trains the same classifier (seed 0)
+    assert manifest["filters"] == reports
     assert manifest["dropped"] == sum(r["dropped"] for r in reports) > 0
     np.testing.assert_array_equal(samples["x"], outputs.to_uint8(expected["x"]))
     np.testing.assert_array_equal(samples["y"], LABELS)

@@ -1,7 +1,7 @@
 """Filtered synthetic exports: a privacy guard and a quality filter, with replacements.
 
 `generate_filtered` samples the requested labels, scores every sample with the domain
-classifier (trained on the run's real training images, PROTOCOLS.md §3) and drops
+classifier (`train_domain_classifier`: trained on the run's real training images) and drops
   privacy  samples whose nearest real training image, in the classifier's feature space, is
            closer than `privacy_threshold` (applied first);
   quality  samples of the survivors whose probability for their own conditioning class is
@@ -14,9 +14,9 @@ Slot filling: output row n has label labels[n]. A round-0 sample that passes bot
 stays in its own row, so with no drops the output equals `generate(labels=labels)` bit for bit.
 Rows whose sample was dropped are filled, class by class in row order, by later candidates of
 the same class in index order. Rounds after the first draw ceil(missing_c / keep_rate_c)
-candidates per class c (keep rate measured over the earlier rounds, at least 1/16), so a
-filter that drops half a class needs about one extra round, not ten; kept candidates beyond
-what a class still needs are not exported. Each filter's `dropped` counts the candidates it
+candidates per class c (keep rate measured over the earlier rounds, at least 1/16), so even
+a filter that drops most of a class finishes in a few rounds; kept candidates beyond what a
+class still needs are not exported. Each filter's `dropped` counts the candidates it
 rejected over all rounds; a candidate is dropped by at most one filter.
 """
 
@@ -37,19 +37,21 @@ _MIN_KEEP_RATE = 1 / 16
 _FLAGS = {"privacy": "--privacy-threshold", "quality": "--min-confidence"}
 
 
+def _is_real(value, accept) -> bool:
+    """A finite int or float (not a bool) for which accept(value) holds."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+            and math.isfinite(value) and bool(accept(value)))
+
+
 def check_options(*, privacy_threshold: float | None = None, min_confidence: float | None = None,
                   classifier_steps: int | None = None) -> None:
     """Validates the filter options without any compute; errors name the command-line flags."""
-    if privacy_threshold is not None:
-        if isinstance(privacy_threshold, bool) or not isinstance(privacy_threshold, (int, float)) \
-                or not math.isfinite(privacy_threshold) or privacy_threshold < 0:
-            raise ValueError(f"--privacy-threshold must be a finite distance >= 0 (in the domain "
-                             f"classifier's feature space), got {privacy_threshold!r}")
-    if min_confidence is not None:
-        if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) or \
-                not 0.0 <= min_confidence <= 1.0:  # also rejects NaN
-            raise ValueError(f"--min-confidence must be a probability in [0, 1], got "
-                             f"{min_confidence!r}")
+    if privacy_threshold is not None and not _is_real(privacy_threshold, lambda t: t >= 0):
+        raise ValueError(f"--privacy-threshold must be a finite distance >= 0 (in the domain "
+                         f"classifier's feature space), got {privacy_threshold!r}")
+    if min_confidence is not None and not _is_real(min_confidence, lambda c: 0.0 <= c <= 1.0):
+        raise ValueError(f"--min-confidence must be a probability in [0, 1], got "
+                         f"{min_confidence!r}")
     if classifier_steps is not None:
         if privacy_threshold is None and min_confidence is None:
             raise ValueError("--classifier-steps goes with --privacy-threshold or "
@@ -84,14 +86,15 @@ def check_filterable(run, *, privacy_threshold: float | None = None,
 def generate_filtered(run, state, labels, *, seed: int, truncation: float | None = None,
                       use_ema: bool = True, privacy_threshold: float | None = None,
                       min_confidence: float | None = None, classifier=None,
-                      classifier_spec: ClassifierSpec = ClassifierSpec(), max_rounds: int = 10,
+                      classifier_spec: ClassifierSpec | None = None, max_rounds: int = 10,
                       batch_size: int = 256) -> tuple[dict, list[dict]]:
     """(samples {'x': (N, ...) float32 in [-1, 1], 'y': labels as int32}, filter reports).
 
     labels: (N,) ints in [0, num_classes), one requested sample each (e.g. from `labels_for`).
     privacy_threshold / min_confidence: None switches that filter off; with both off this is
     `generate` and the reports are []. classifier: a trained `DomainClassifier` for the run's
-    classes; None trains one (seed 0) with `classifier_spec` on run.source.arrays.
+    classes; None trains one (seed 0) with `classifier_spec` (None: ClassifierSpec()) on
+    run.source.arrays, the run's real training images.
     max_rounds: generation rounds in all (the first included) before giving up with a
     ValueError that says how many samples are missing.
     Reports, in order, for the filters that are on: {'name': 'privacy', 'threshold': T,
@@ -100,7 +103,8 @@ def generate_filtered(run, state, labels, *, seed: int, truncation: float | None
     check_options(privacy_threshold=privacy_threshold, min_confidence=min_confidence)
     if isinstance(max_rounds, bool) or not isinstance(max_rounds, (int, np.integer)) or max_rounds < 1:
         raise ValueError(f"max_rounds must be an int >= 1, got {max_rounds!r}")
-    options = dict(seed=seed, truncation=truncation, use_ema=use_ema, batch_size=batch_size)
+    options = {"seed": seed, "truncation": truncation, "use_ema": use_ema,
+               "batch_size": batch_size}
     if privacy_threshold is None and min_confidence is None:
         return gen.generate(run, state, labels=labels, **options), []
     check_filterable(run, privacy_threshold=privacy_threshold, min_confidence=min_confidence)
@@ -115,7 +119,8 @@ def generate_filtered(run, state, labels, *, seed: int, truncation: float | None
     real = run.source.arrays
     if classifier is None:
         classifier = train_domain_classifier(
-            {"x": np.asarray(real["x"]), "y": np.asarray(real["y"])}, k, spec=classifier_spec)
+            {"x": np.asarray(real["x"]), "y": np.asarray(real["y"])}, k,
+            spec=ClassifierSpec() if classifier_spec is None else classifier_spec)
     if not isinstance(classifier, DomainClassifier) or classifier.num_classes != k:
         raise ValueError(f"classifier must be a DomainClassifier for the run's {k} classes")
     real_features = None

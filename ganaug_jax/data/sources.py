@@ -75,8 +75,9 @@ def load_real(data) -> RealData:
     loaders.check_fits(train, resolution=resolution, channels=channels, num_classes=None)
     empty = np.flatnonzero(regimes.class_counts(train.y, train.num_classes) == 0)
     if empty.size:
-        raise ValueError(f"classes {empty.tolist()} have no training images after the regime "
-                         f"(data.per_class / data.class_counts)")
+        regime = " after data.per_class / data.class_counts" if data.per_class or counts else ""
+        raise ValueError(f"classes {empty.tolist()} of {data.source!r} have no training "
+                         f"images{regime}; every class needs at least one")
 
     def convert(part):
         return {"x": loaders.to_model_range(part.x, resolution=resolution, channels=channels),

@@ -128,7 +128,8 @@ class DCGANGenerator(nn.Module, kw_only=True):
 class DCGANDiscriminator(nn.Module, kw_only=True):
     """x: (N, H, W, C) float -> (logits (N,) float32, features (N, F) float32).
 
-    F = b*b*width*2**(n-1), the flattened last conv activations (after LeakyReLU).
+    F = b*b*width*2**(n-1), the flattened last conv activations (after LeakyReLU), plus b*b
+    with minibatch_std > 0 (its extra channel).
     labels: (N,) int, required iff num_classes > 0 (projection head). With `spectral_norm`,
     every Conv, the Dense and the projection embedding are spectrally normalised; that state is
     in 'batch_stats', updated only when train=True (there is no BatchNorm).

@@ -16,6 +16,7 @@ import numpy as np
 from ganaug_jax import config as config_lib
 from ganaug_jax.data import mixtures
 from ganaug_jax.data.sources import make_batch_fn
+from ganaug_jax.data.streaming import HostStream
 from ganaug_jax.train import checkpoint, outputs, sharding
 from ganaug_jax.train.build import build_run, build_step
 from ganaug_jax.train.state import TrainState, create_train_state
@@ -80,6 +81,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     mesh = sharding.make_mesh()
     sharding.check_batch_divisible(config.batch_size, mesh, "config key 'batch_size'")
     run = build_run(config)
+    if config.data.placement == "host" and not run.source.arrays:
+        raise ValueError(f"config key 'data.placement' = 'host' streams the records of a data "
+                         f"set; data.source {config.data.source!r} is generated on the devices: "
+                         f"use 'device'")
     path = check_workdir(workdir, config, force=force)
 
     rep = sharding.replicated(mesh)
@@ -98,7 +103,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     batch_fn = jax.jit(make_batch_fn(run.source, batch_size=config.batch_size,
                                      n_critic=config.optim.n_critic),
                        out_shardings=sharding.batch_sharding(mesh, 1))
-    arrays = jax.device_put(run.source.arrays, rep)
+    # 'device': the data set is placed once and batches are gathered on the devices; 'host': it
+    # stays on the host and a HostStream reads the same batches ahead (started in the try).
+    arrays = jax.device_put(run.source.arrays, rep) if config.data.placement == "device" else None
+    stream = None
     data_key = jax.random.fold_in(jax.random.key(config.seed), 0xDA7A)
     latents = _fixed_latents(run, config.seed, 100 if run.source.is_image else 2500)
 
@@ -109,8 +117,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     pending = None  # metrics of the previous step, fetched one step late
     last_time, last_step = time.perf_counter(), start
     try:
+        if config.data.placement == "host":  # resuming at step s starts the stream at s
+            stream = HostStream(data_key, run.source.arrays,
+                                sharding=sharding.batch_sharding(mesh, 1),
+                                batch_size=config.batch_size, n_critic=config.optim.n_critic,
+                                start=start, stop=config.num_steps)
         for step in range(start, config.num_steps):
-            batch = batch_fn(data_key, step, arrays)
+            batch = stream.batch(step) if stream is not None else batch_fn(data_key, step, arrays)
             state, metrics = step_fn(state, batch)
             if pending is not None:
                 _check_finite(*pending)
@@ -132,6 +145,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
         if pending is not None:
             _check_finite(*pending)
     finally:
+        if stream is not None:
+            stream.close()
         manager.wait_until_finished()
         manager.close()
         log.close()

@@ -1,0 +1,104 @@
+"""`ganaug demo` and `ganaug evaluate` end to end on a tiny budget, and the report pieces."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ganaug_jax import cli
+from ganaug_jax.evaluate import downstream, protocol
+from ganaug_jax.train import outputs
+
+TINY = ["--config.num_steps=2", "--config.batch_size=16", "--config.model.width=8",
+        "--config.checkpoint_every=2", "--config.sample_every=0", "--config.data.per_class=3",
+        "--seeds", "0", "1", "--classifier-steps", "3", "--synthetic-per-class", "2",
+        "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo") / "run"
+    assert cli.main(["demo", "--workdir", str(workdir), *TINY]) == 0
+    return workdir
+
+
+def test_demo_writes_a_complete_report(demo_dir):
+    report_dir = demo_dir / "report"
+    for name in ("summary.md", "report.md", "report.json", "accuracy.png", "samples.png",
+                 "synthetic.npz"):
+        assert (report_dir / name).is_file(), name
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["train_counts"] == [3] * 10                      # data.per_class=3
+    assert report["synthetic_per_class"] == 2
+    assert {(r["seed"], r["arm"]) for r in report["rows"]} == {
+        (s, a) for s in (0, 1) for a in downstream.ARMS}
+    for arm, metrics in report["summary"].items():                 # summary = the rows' stats
+        values = [r["accuracy"] for r in report["rows"] if r["arm"] == arm]
+        assert metrics["accuracy"]["mean"] == pytest.approx(np.mean(values))
+        assert metrics["accuracy"]["std"] == pytest.approx(np.std(values))
+    q = report["quality"]
+    assert q["fd"] >= 0 and q["fd_floor_train_vs_test"] >= 0
+    assert 0 <= q["precision"] <= 1 and 0 <= q["recall"] <= 1 and 0 <= q["memorisation"] <= 1
+    with np.load(report_dir / "synthetic.npz") as data:
+        assert np.bincount(data["y"], minlength=10).tolist() == [2] * 10
+        assert json.loads(str(data["manifest"]))["counts"] == {str(c): 2 for c in range(10)}
+    grid = np.asarray(Image.open(report_dir / "samples.png"))
+    assert grid.shape[0] > 10 * 8                                  # one row per class
+    table = (report_dir / "summary.md").read_text()
+    for arm in downstream.ARMS:
+        assert f"| {arm} |" in table
+
+
+def test_evaluate_on_the_demo_run_matches_the_demo(demo_dir, tmp_path):
+    out = tmp_path / "report"
+    assert cli.main(["evaluate", "--workdir", str(demo_dir / "gan"), "--out", str(out),
+                     "--seeds", "0", "1", "--classifier-steps", "3",
+                     "--synthetic-per-class", "2"]) == 0
+    again = json.loads((out / "report.json").read_text())
+    demo = json.loads((demo_dir / "report" / "report.json").read_text())
+    assert again["rows"] == demo["rows"]                           # same seeds, same bits
+    assert again["quality"] == demo["quality"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seeds"], "expected at least one argument"),
+    (["--arms", "real", "nonsense"], "--arms must be a subset"),
+    (["--synthetic-fraction", "1.5"], "--synthetic-fraction must be in (0, 1)"),
+    (["--synthetic-per-class", "0"], "--synthetic-per-class must be >= 1"),
+])
+def test_evaluate_rejects_bad_options(demo_dir, tmp_path, capsys, flags, message):
+    argv = ["evaluate", "--workdir", str(demo_dir / "gan"), "--out", str(tmp_path / "r"), *flags]
+    try:
+        code = cli.main(argv)
+    except SystemExit as stop:  # argparse's own errors
+        code = stop.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_needs_a_conditional_image_run(tmp_path, capsys):
+    workdir = tmp_path / "ring"
+    assert cli.main(["train", "--config", "configs/default.py", "--workdir", str(workdir),
+                     "--config.num_steps=1", "--config.batch_size=8", "--config.model.width=8",
+                     "--no-progress"]) == 0
+    assert cli.main(["evaluate", "--workdir", str(workdir), "--out", str(tmp_path / "r")]) == 2
+    assert "class-conditional image run" in capsys.readouterr().err
+
+
+def test_markdown_table_and_summary():
+    rows = [{"arm": "real", "accuracy": a, "macro_f1": f, "small_class_recall": r}
+            for a, f, r in ((0.5, 0.4, 0.3), (0.7, 0.6, 0.5))]
+    summary = protocol.summarise(rows, ["real"])
+    assert summary["real"]["accuracy"] == {"mean": 0.6, "std": pytest.approx(0.1),
+                                           "values": [0.5, 0.7]}
+    table = protocol.markdown_table(summary)
+    assert "| real | 60.00 ± 10.00 | 50.00 ± 10.00 | 40.00 ± 10.00 |" in table
+
+
+def test_bar_chart_draws_bars_proportional_to_values():
+    pixels = outputs.bar_chart(["a", "b"], [10.0, 20.0], [0.0, 0.0], width=200, height=200)
+    blue = np.all(pixels == (46, 110, 190), axis=-1)
+    heights = [blue[:, :100].sum(0).max(), blue[:, 100:].sum(0).max()]
+    assert heights[1] == pytest.approx(2 * heights[0], abs=2)
