@@ -45,6 +45,7 @@ class ClassifierSpec:
         return Classifier(num_classes, width=self.width, dropout=self.dropout)
 
 
+@functools.cache
 def classical_augmentation() -> aug.Pipeline:
     """The classical arm: rotation U(-15, 15) degrees, scale U(0.9, 1.1), shifts up to 1/8 of
     the size (sub-pixel), edge borders, bilinear: label-preserving for digits-like data."""
@@ -54,6 +55,7 @@ def classical_augmentation() -> aug.Pipeline:
         border="edge", interpolation="bilinear")
 
 
+@functools.cache  # one compiled step per (classes, spec, augment, fraction), reused across seeds
 def make_trainer(num_classes: int, spec: ClassifierSpec, *, augment: aug.Pipeline | None,
                  synthetic_fraction: float):
     """train(key, real, synthetic) -> params; real/synthetic are {'x', 'y'} device arrays (either
@@ -104,11 +106,16 @@ def make_trainer(num_classes: int, spec: ClassifierSpec, *, augment: aug.Pipelin
     return train
 
 
+@functools.cache
+def _inference(num_classes: int, spec: ClassifierSpec):
+    model = spec.module(num_classes)
+    return jax.jit(lambda p, x: model.apply({"params": p}, x))
+
+
 def predict(params, images: np.ndarray, num_classes: int, spec: ClassifierSpec,
             *, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities (N, K) float32, features (N, F) float32) in inference mode."""
-    model = spec.module(num_classes)
-    apply = jax.jit(lambda p, x: model.apply({"params": p}, x))
+    apply = _inference(num_classes, spec)
     probs, feats = [], []
     for start in range(0, len(images), batch_size):
         logits, features = apply(params, jnp.asarray(images[start:start + batch_size]))
