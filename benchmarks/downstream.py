@@ -108,7 +108,9 @@ def main() -> None:
     EXTRA_OVERRIDES.extend(args.set)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    done_path = out / "rows.jsonl"  # rows of earlier invocations: their units are not rerun
+    rows = [json.loads(line) for line in done_path.read_text().splitlines()] if done_path.exists() else []
+    done = {(r["experiment"], r.get("k"), r["seed"]) for r in rows}
 
     def emit(row):
         rows.append(row)
@@ -117,22 +119,25 @@ def main() -> None:
 
     for k in args.k:
         for seed in args.seeds:
-            low_data(k, seed, args, emit)
+            if ("low_data", k, seed) not in done:
+                low_data(k, seed, args, emit)
     if args.imbalanced:
         for seed in args.seeds:
-            imbalanced(seed, args, emit)
+            if ("imbalanced", None, seed) not in done:
+                imbalanced(seed, args, emit)
     parts = []
-    if args.k:
+    ks = sorted({r["k"] for r in rows if r["experiment"] == "low_data"})
+    if ks:
         parts.append(table(rows, "low_data", "k", ("accuracy", "macro_f1")))
         arms = list(downstream.ARMS)
         means = [[100 * np.mean([r["accuracy"] for r in rows if r.get("k") == k and r["arm"] == a])
-                  for a in arms] for k in args.k]
+                  for a in arms] for k in ks]
         stds = [[100 * np.std([r["accuracy"] for r in rows if r.get("k") == k and r["arm"] == a])
-                 for a in arms] for k in args.k]
+                 for a in arms] for k in ks]
         outputs.save_png(out / "low_data_accuracy.png", outputs.bar_chart(
-            [f"k = {k}" for k in args.k], means, stds, series=arms,
+            [f"k = {k}" for k in ks], means, stds, series=arms,
             title="digits: test accuracy (%) on held-out real images, mean ± std over seeds"))
-    if args.imbalanced:
+    if any(r["experiment"] == "imbalanced" for r in rows):
         for r in rows:
             if r["experiment"] == "imbalanced":
                 r["setting"] = "3,5,8 cut to 5"

@@ -104,7 +104,7 @@ def test_class_counts_regime_is_exact(digits_full):
     ({"per_class": 1000}, r"data.per_class=1000 but some classes have fewer images"),
     ({"class_counts": "3:4,x"}, r"data.class_counts must be comma-separated"),
     ({"class_counts": "12:4"}, r"data.class_counts names class 12"),
-    ({"class_counts": "3:0"}, r"classes \[3\] have no training images"),
+    ({"class_counts": "3:0"}, r"classes \[3\] of 'digits' have no training images after data.per_class"),
     ({"resolution": 12}, r"data.resolution must be one of \(8, 16, 32, 64, 128\)"),
     ({"channels": 2}, r"data.channels must be 1 or 3"),
     ({"source": "no/such/place"}, r"data.source must be one of"),
