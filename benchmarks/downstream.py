@@ -43,14 +43,31 @@ def train_gan(workdir: pathlib.Path, overrides: list) -> float:
     return time.perf_counter() - start
 
 
-def low_data(k: int, seed: int, args, emit) -> None:
+MIXED = ("real+gan", "real+both")  # the arms whose rows depend on --synthetic-fraction
+
+
+def row_key(row: dict) -> tuple:
+    return (row["experiment"], row.get("k"), row["seed"], row["arm"], row["synthetic_fraction"])
+
+
+def arm_fraction(arm: str, fraction: float) -> float:
+    return fraction if arm in MIXED else float(arm == "gan")
+
+
+def low_data(k: int, seed: int, args, emit, done) -> None:
+    arms = tuple(a for a in downstream.ARMS
+                 if ("low_data", k, seed, a, arm_fraction(a, args.synthetic_fraction)) not in done)
+    if not arms:
+        return
     workdir = pathlib.Path(args.workdir) / f"k{k}" / f"seed{seed}"
     seconds = train_gan(workdir, [f"seed={seed}", f"data.per_class={k}", f"data.subset_seed={seed}"])
     config, run, state = load_run_state(str(workdir))
     real = load_real(config.data)
     synthetic = generate(run, state, labels=labels_for(args.synthetic_per_class, run.num_classes),
                          seed=10_000 + seed)
-    options = protocol.EvaluateOptions(seeds=(seed,), synthetic_per_class=args.synthetic_per_class,
+    options = protocol.EvaluateOptions(seeds=(seed,), arms=arms,
+                                       synthetic_per_class=args.synthetic_per_class,
+                                       synthetic_fraction=args.synthetic_fraction,
                                        classifier=downstream.ClassifierSpec(steps=args.classifier_steps))
     for row in protocol.evaluate_samples(real, synthetic, options):
         emit(dict(row, experiment="low_data", k=k, gan_train_seconds=round(seconds, 1)))
@@ -81,7 +98,9 @@ def imbalanced(seed: int, args, emit) -> None:
 
 def table(rows: list, experiment: str, key: str, metrics) -> str:
     groups = sorted({r[key] for r in rows if r["experiment"] == experiment})
-    arms = list(dict.fromkeys(r["arm"] for r in rows if r["experiment"] == experiment))
+    present = {r["arm"] for r in rows if r["experiment"] == experiment}
+    order = list(downstream.ARMS) + [r["arm"] for r in rows]  # protocol order, then any others
+    arms = [a for a in dict.fromkeys(order) if a in present]
     head = f"| {key} | arm | " + " | ".join(f"{m} (%)" for m in metrics) + " | seeds |"
     lines = [head, "|---|---|" + "---:|" * len(metrics) + "---:|"]
     for g in groups:
@@ -99,6 +118,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--imbalanced", action="store_true")
     parser.add_argument("--synthetic-per-class", type=int, default=200)
+    parser.add_argument("--synthetic-fraction", type=float,
+                        default=protocol.EvaluateOptions().synthetic_fraction,
+                        help="share of GAN samples in each real+gan / real+both batch")
     parser.add_argument("--classifier-steps", type=int, default=downstream.ClassifierSpec().steps)
     parser.add_argument("--workdir", default="runs/downstream")
     parser.add_argument("--out", default="benchmarks/results/downstream")
@@ -110,7 +132,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     done_path = out / "rows.jsonl"  # rows of earlier invocations: their units are not rerun
     rows = [json.loads(line) for line in done_path.read_text().splitlines()] if done_path.exists() else []
-    done = {(r["experiment"], r.get("k"), r["seed"]) for r in rows}
+    done = {row_key(r) for r in rows}
 
     def emit(row):
         rows.append(row)
@@ -119,12 +141,14 @@ def main() -> None:
 
     for k in args.k:
         for seed in args.seeds:
-            if ("low_data", k, seed) not in done:
-                low_data(k, seed, args, emit)
+            low_data(k, seed, args, emit, done)
     if args.imbalanced:
         for seed in args.seeds:
-            if ("imbalanced", None, seed) not in done:
+            if not any(r["experiment"] == "imbalanced" and r["seed"] == seed for r in rows):
                 imbalanced(seed, args, emit)
+    rows_all = rows
+    rows = [r for r in rows_all if r["experiment"] != "low_data"
+            or r["synthetic_fraction"] == arm_fraction(r["arm"], args.synthetic_fraction)]
     parts = []
     ks = sorted({r["k"] for r in rows if r["experiment"] == "low_data"})
     if ks:

@@ -136,8 +136,8 @@ def _add_evaluate_flags(parser, *, seeds) -> None:
                              "(default: all)")
     parser.add_argument("--synthetic-per-class", type=int, default=200,
                         help="GAN samples per class (default 200)")
-    parser.add_argument("--synthetic-fraction", type=float, default=0.5,
-                        help="share of GAN samples in each mixed batch (default 0.5)")
+    parser.add_argument("--synthetic-fraction", type=float, default=0.25,
+                        help="share of GAN samples in each mixed batch (default 0.25)")
     parser.add_argument("--classifier-steps", type=int, default=None,
                         help="classifier training steps, the same for every arm "
                              "(default: downstream.ClassifierSpec's)")

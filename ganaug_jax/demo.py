@@ -65,11 +65,12 @@ def run_demo(workdir: str, *, config_path: str | None = None, overrides: list = 
                        exports.to_export_arrays(synthetic, is_image=True), manifest, overwrite=True)
     outputs.save_png(report_dir / "samples.png", _sample_grid(real.train, synthetic, run.num_classes))
 
-    log(f"[3/4] downstream classifiers: arms {list(options.arms)} x seeds {list(options.seeds)}, "
-        f"{options.classifier.steps} steps each, tested on {len(real.test['y'])} held-out real images")
+    log(f"[3/4] downstream classifiers, arms {list(options.arms)} x seeds {list(options.seeds)}, "
+        f"{options.classifier.steps} steps each, tested on {len(real.test['y'])} held-out real "
+        "images; then sample quality")
     report = protocol.build_report(str(gan_dir), config, run, state, real, synthetic, options,
                                    progress=lambda line: log("      " + line))
-    log("[4/4] sample quality and the report")
+    log("[4/4] writing the report")
     protocol.write_report(report, str(report_dir), title="ganaug demo: low-data digits")
     summary = (report_dir / "report.md").read_text()
     outputs.atomic_write_text(report_dir / "summary.md", summary + (

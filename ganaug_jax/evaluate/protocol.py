@@ -30,7 +30,7 @@ class EvaluateOptions:
     seeds: tuple = (0, 1, 2, 3, 4)
     arms: tuple = downstream.ARMS
     synthetic_per_class: int = 200
-    synthetic_fraction: float = 0.5
+    synthetic_fraction: float = 0.25  # chosen on digits k = 10, seeds 5-7 (not the reported 0-4)
     classifier: downstream.ClassifierSpec = downstream.ClassifierSpec()
     sample_seed: int = 10_000
 
