@@ -117,7 +117,7 @@ def build_report(workdir: str, config, run, state, real, synthetic: dict,
         "data": config.data.to_dict(),
         "train_counts": np.bincount(real.train["y"], minlength=run.num_classes).tolist(),
         "test_size": int(len(real.test["y"])),
-        "synthetic_per_class": int(len(synthetic["y"]) // run.num_classes),
+        "synthetic_per_class": len(synthetic["y"]) // run.num_classes,
         "synthetic_fraction": options.synthetic_fraction,
         "classifier": dataclasses.asdict(options.classifier), "seeds": list(options.seeds),
         "rows": rows, "summary": summarise(rows, options.arms),
@@ -142,17 +142,19 @@ def write_report(report: dict, out_dir: str, *, title: str = "ganaug evaluate") 
     out.mkdir(parents=True, exist_ok=True)
     outputs.atomic_write_text(out / "report.json", json.dumps(report, indent=2))
     q = report["quality"]
-    md = [f"# {title}", "",
-          f"Run `{report['workdir']}` (checkpoint step {report['checkpoint_step']}); real training "
-          f"images per class {report['train_counts']}; {report['test_size']} held-out real test "
-          f"images; {report['synthetic_per_class']} GAN samples per class, "
-          f"{100 * report['synthetic_fraction']:.0f} % of each mixed batch; classifier seeds "
-          f"{report['seeds']} (mean ± std).", "", markdown_table(report["summary"]), "",
+    intro = (f"Run `{report['workdir']}` (checkpoint step {report['checkpoint_step']}); real "
+             f"training images per class {report['train_counts']}; {report['test_size']} held-out "
+             f"real test images; {report['synthetic_per_class']} GAN samples per class, "
+             f"{100 * report['synthetic_fraction']:.0f} % of each mixed batch; classifier seeds "
+             f"{report['seeds']} (mean ± std).")
+    quality_head = ("| FD | FD floor (real train vs test) | precision | recall | memorisation | "
+                    "memorisation floor (real test) |")
+    quality_row = (f"| {q['fd']:.3f} | {q['fd_floor_train_vs_test']:.3f} | {q['precision']:.3f} | "
+                   f"{q['recall']:.3f} | {q['memorisation']:.3f} | "
+                   f"{q['memorisation_floor_test']:.3f} |")
+    md = [f"# {title}", "", intro, "", markdown_table(report["summary"]), "",
           "Sample quality (domain-classifier feature space):", "",
-          "| FD | FD floor (real train vs test) | precision | recall | memorisation | "
-          "memorisation floor (real test) |", "|---:|---:|---:|---:|---:|---:|",
-          f"| {q['fd']:.3f} | {q['fd_floor_train_vs_test']:.3f} | {q['precision']:.3f} | "
-          f"{q['recall']:.3f} | {q['memorisation']:.3f} | {q['memorisation_floor_test']:.3f} |", ""]
+          quality_head, "|---:|---:|---:|---:|---:|---:|", quality_row, ""]
     outputs.atomic_write_text(out / "report.md", "\n".join(md))
     summary = report["summary"]
     chart = outputs.bar_chart(list(summary), [100 * summary[a]["accuracy"]["mean"] for a in summary],
