@@ -7,7 +7,6 @@ uses batch-norm running statistics, so neither the batch size nor the device cou
 sample. The EMA generator is the default; the raw (last-step) generator is an option.
 """
 
-import io
 import json
 import math
 import pathlib
@@ -17,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from ganaug_jax import config as config_lib
-from ganaug_jax.train import checkpoint, outputs
+from ganaug_jax.train import checkpoint
 from ganaug_jax.train.build import build_run
 from ganaug_jax.train.loop import sample_ema
 from ganaug_jax.train.state import TrainState, create_train_state
@@ -140,6 +139,23 @@ def _resolve_labels(run, num, label, labels) -> tuple[int, np.ndarray | None]:
     return num, labels.astype(np.int32)
 
 
+_SAMPLERS: dict = {}  # (id(run), truncation, use_ema) -> (run, jitted sampler); the last few
+
+
+def _sampler(run, truncation, use_ema):
+    """jit(state, key, indices, labels) -> samples for this run, compiled once and reused
+    across calls, seeds and filter rounds (state is an argument, not a baked-in constant)."""
+    key = (id(run), truncation, use_ema)
+    if key not in _SAMPLERS or _SAMPLERS[key][0] is not run:  # ids are reused after GC
+        def sample(state, base, indices, labels):
+            z = sample_latents(base, indices, latent_dim=run.latent_dim, truncation=truncation)
+            return sample_generator(run, state, z, labels, use_ema=use_ema)
+        while len(_SAMPLERS) >= 8:
+            _SAMPLERS.pop(next(iter(_SAMPLERS)))
+        _SAMPLERS[key] = (run, jax.jit(sample))
+    return _SAMPLERS[key][1]
+
+
 def generate(run, state, *, num: int | None = None, seed: int, label: int | None = None,
              labels: np.ndarray | None = None, truncation: float | None = None,
              use_ema: bool = True, batch_size: int = 256, first_index: int = 0) -> dict:
@@ -158,11 +174,7 @@ def generate(run, state, *, num: int | None = None, seed: int, label: int | None
         raise ValueError(f"first_index must be an int >= 0 (int32 range), got {first_index!r}")
     check_truncation(truncation)
     base = jax.random.key(seed)
-
-    @jax.jit
-    def chunk(indices, chunk_labels):
-        z = sample_latents(base, indices, latent_dim=run.latent_dim, truncation=truncation)
-        return sample_generator(run, state, z, chunk_labels, use_ema=use_ema)
+    sampler = _sampler(run, truncation, use_ema)
 
     xs = []
     for start in range(0, num, batch_size):
@@ -173,20 +185,8 @@ def generate(run, state, *, num: int | None = None, seed: int, label: int | None
         if labels is not None:
             chunk_labels = np.zeros(batch_size, np.int32)
             chunk_labels[:take] = labels[start:start + take]
-        xs.append(np.asarray(chunk(indices, chunk_labels))[:take])
+        xs.append(np.asarray(sampler(state, base, indices, chunk_labels))[:take])
     out = {"x": np.concatenate(xs)}
     if labels is not None:
         out["y"] = labels
     return out
-
-
-def save_npz(path: str, samples: dict, *, is_image: bool) -> None:
-    """Writes x (uint8 NHWC for images, float32 (N, D) for vectors) and y, atomically."""
-    arrays = dict(samples)
-    arrays["x"] = outputs.to_uint8(arrays["x"]) if is_image else arrays["x"].astype(np.float32)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    target = pathlib.Path(path)
-    if not target.parent.is_dir():
-        raise ValueError(f"--out {path!r}: directory {str(target.parent)!r} does not exist")
-    outputs.atomic_write_bytes(target, buffer.getvalue())
