@@ -44,6 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.conditional = False   # class-conditional G and projection D (needs labelled data)
     c.model.conditioning = "concat"  # 'concat' (embedding concatenated to z) or 'cbn'
     c.model.compute_dtype = "float32"  # or 'bfloat16' (params and optimizer stay float32)
+    c.model.conv_impl = "custom_vjp"  # dcgan stride-2 convs: hand-written gradients, or 'xla'
+                                      # (plain autodiff); same values, see models/convs.py
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "non_saturating"  # minimax, non_saturating, wgan, hinge, lsgan
@@ -64,6 +66,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.schedule = "constant"  # 'constant' or 'cosine' (decay to 0 over num_steps)
     c.optim.warmup_steps = 0
     c.optim.n_critic = 1          # D steps per G step (each on its own real batch)
+    c.optim.reuse_fake = False    # G update reuses the last D update's fakes (classic DCGAN
+                                  # loop, one G forward less); not with loss.mode_seeking
     c.optim.ema_half_life_images = 10_000  # EMA generator; 0 disables averaging
 
     c.augment = ml_collections.ConfigDict()

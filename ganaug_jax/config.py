@@ -16,7 +16,7 @@ import ml_collections
 # Keys that change how long a run lasts, how it reports or where its data lives, not what it
 # computes: a run may resume with different values.
 RESUMABLE_KEYS = {"num_steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every",
-                  "data.placement"}
+                  "data.placement", "model.conv_impl"}
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -109,6 +109,7 @@ _CHOICES = {
     "model.architecture": ("mlp", "dcgan"),
     "model.conditioning": ("concat", "cbn"),
     "model.compute_dtype": ("float32", "bfloat16"),
+    "model.conv_impl": ("custom_vjp", "xla"),
     "loss.name": ("minimax", "non_saturating", "wgan", "hinge", "lsgan"),
     "optim.schedule": ("constant", "cosine"),
     "augment.kind": ("none", "diffaugment", "ada"),
@@ -131,10 +132,10 @@ KNOWN_KEYS = frozenset({
     "data.test_fraction", "data.split_seed", "data.per_class", "data.class_counts",
     "data.subset_seed", "data.placement", "model.architecture", "model.latent_dim", "model.width",
     "model.depth", "model.spectral_norm", "model.minibatch_std", "model.conditional", "model.conditioning",
-    "model.compute_dtype", "loss.name", "loss.gp_weight", "loss.r1_gamma", "loss.r1_interval",
+    "model.compute_dtype", "model.conv_impl", "loss.name", "loss.gp_weight", "loss.r1_gamma", "loss.r1_interval",
     "loss.real_label", "loss.instance_noise_std", "loss.instance_noise_steps",
     "loss.feature_matching", "loss.mode_seeking", "optim.g_lr", "optim.d_lr", "optim.b1", "optim.b2",
-    "optim.schedule", "optim.warmup_steps", "optim.n_critic", "optim.ema_half_life_images",
+    "optim.schedule", "optim.warmup_steps", "optim.n_critic", "optim.reuse_fake", "optim.ema_half_life_images",
     "augment.kind", "augment.policy", "augment.ada_pipes", "augment.ada_target",
     "augment.ada_speed_images", "augment.ada_interval", "augment.ada_initial_p",
     "augment.ada_fixed_p",
@@ -162,6 +163,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if flat["model.minibatch_std"] and flat["batch_size"] % flat["model.minibatch_std"]:
         raise ValueError(f"config key 'batch_size' ({flat['batch_size']}) must be divisible by "
                          f"'model.minibatch_std' ({flat['model.minibatch_std']})")
+    if flat["loss.mode_seeking"] > 0 and flat["optim.reuse_fake"]:
+        raise ValueError("config key 'optim.reuse_fake' cannot be combined with "
+                         "'loss.mode_seeking' > 0 (mode seeking pairs the G update's latents)")
     if flat["loss.mode_seeking"] > 0 and flat["batch_size"] < 2:
         raise ValueError("config key 'loss.mode_seeking' needs pairs of samples: 'batch_size' "
                          f"must be >= 2, got {flat['batch_size']}")

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ganaug_jax.models import layers
+from ganaug_jax.models import convs, layers
 from ganaug_jax.models.dcgan import DCGAN_RESOLUTIONS, DCGANDiscriminator, DCGANGenerator
 from ganaug_jax.models.layers import (CONDITIONINGS, STATE_COLLECTION, ConditionalBatchNorm,
                                       ProjectionHead)
@@ -36,7 +36,7 @@ MLP_DEFAULT_DEPTH = 3
 
 
 def _make_mlp(data_shape, *, num_classes, latent_dim, width, depth, spectral_norm,
-              conditioning, minibatch_std, dtype):
+              conditioning, minibatch_std, conv_impl, dtype):
     if len(data_shape) != 1:
         raise ValueError(f"data_shape for mlp must be (D,), got {data_shape!r}")
     if conditioning != "concat":
@@ -54,13 +54,14 @@ def _make_mlp(data_shape, *, num_classes, latent_dim, width, depth, spectral_nor
 
 
 def _make_dcgan(data_shape, *, num_classes, latent_dim, width, depth, spectral_norm,
-                conditioning, minibatch_std, dtype):
+                conditioning, minibatch_std, conv_impl, dtype):
     generator = DCGANGenerator(image_shape=data_shape, latent_dim=latent_dim,
                                num_classes=num_classes, width=width, depth=depth,
-                               conditioning=conditioning, dtype=dtype)
+                               conditioning=conditioning, conv_impl=conv_impl, dtype=dtype)
     discriminator = DCGANDiscriminator(image_shape=data_shape, num_classes=num_classes,
                                        width=width, depth=depth, spectral_norm=spectral_norm,
-                                       minibatch_std=minibatch_std, dtype=dtype)
+                                       minibatch_std=minibatch_std, conv_impl=conv_impl,
+                                       dtype=dtype)
     return generator, discriminator
 
 
@@ -73,7 +74,8 @@ ARCHITECTURES: dict[str, Callable[..., tuple[nn.Module, nn.Module]]] = {
 def make_gan(architecture: str, *, data_shape: tuple, num_classes: int = 0,
              latent_dim: int = 64, width: int = 64, depth: int | None = None,
              spectral_norm: bool = False, conditioning: str = "concat",
-             minibatch_std: int = 0, dtype: Any = jnp.float32) -> tuple[nn.Module, nn.Module]:
+             minibatch_std: int = 0, conv_impl: str = "custom_vjp",
+             dtype: Any = jnp.float32) -> tuple[nn.Module, nn.Module]:
     """Returns unbound (generator, discriminator) modules for `architecture`.
 
     data_shape: (D,) for 'mlp'; (H, W, C) for 'dcgan' with H == W in (8, 16, 32, 64, 128).
@@ -82,7 +84,8 @@ def make_gan(architecture: str, *, data_shape: tuple, num_classes: int = 0,
     used when num_classes > 0; the discriminator is then a projection discriminator.
     spectral_norm applies to every discriminator layer. minibatch_std > 0 (dcgan): the
     discriminator sees ProGAN's minibatch standard deviation over groups of that many
-    samples (the batch must divide by it). Raises ValueError on bad arguments.
+    samples (the batch must divide by it). conv_impl (dcgan): 'custom_vjp' or 'xla', how the
+    stride-2 convolutions are differentiated (see models/convs.py). Raises ValueError on bad arguments.
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, "
@@ -102,11 +105,12 @@ def make_gan(architecture: str, *, data_shape: tuple, num_classes: int = 0,
         raise ValueError(f"spectral_norm must be a bool, got {spectral_norm!r}")
     layers.check_conditioning(conditioning)
     layers.check_positive_int(minibatch_std, "minibatch_std", minimum=0)
+    convs.check_conv_impl(conv_impl)
     layers.check_dtype(dtype)
     return ARCHITECTURES[architecture](
         data_shape, num_classes=num_classes, latent_dim=latent_dim, width=width, depth=depth,
         spectral_norm=spectral_norm, conditioning=conditioning, minibatch_std=minibatch_std,
-        dtype=dtype)
+        conv_impl=conv_impl, dtype=dtype)
 
 
 __all__ = [

@@ -19,7 +19,10 @@ Discriminator (x: (N, H, W, C) -> (logits (N,), features (N, b*b*width*2**(n-1))
   batch-independent, and the usual pairing with spectral norm); `train` only decides whether
   the spectral-norm state is updated.
 
-Kernels use flax's default initialisers (LeCun normal), not DCGAN's N(0, 0.02).
+Kernels use flax's default initialisers (LeCun normal), not DCGAN's N(0, 0.02). Every 4x4
+stride-2 layer is a `convs.StrideTwoConv` (parameters as nn.Conv / nn.ConvTranspose);
+`conv_impl` picks how its gradients are computed ('custom_vjp', fast on every backend, or
+'xla', plain autodiff); both give the same values within float32 rounding.
 """
 
 from typing import Any
@@ -28,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ganaug_jax.models import layers
+from ganaug_jax.models import convs, layers
 
 DCGAN_RESOLUTIONS = (8, 16, 32, 64, 128)
 
@@ -70,6 +73,7 @@ class DCGANGenerator(nn.Module, kw_only=True):
     conditioning: str = "concat"
     embed_dim: int | None = None
     bn_momentum: float = 0.9
+    conv_impl: str = "custom_vjp"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -81,6 +85,7 @@ class DCGANGenerator(nn.Module, kw_only=True):
         if self.embed_dim is not None:
             layers.check_positive_int(self.embed_dim, "embed_dim")
         layers.check_conditioning(self.conditioning)
+        convs.check_conv_impl(self.conv_impl)
         layers.check_dtype(self.dtype)
         super().__post_init__()
 
@@ -107,6 +112,9 @@ class DCGANGenerator(nn.Module, kw_only=True):
             dtype=self.dtype, param_dtype=self.param_dtype, name=f"bn{i}")
         bn_labels = labels if cbn else None
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        up = lambda features, name, use_bias: convs.StrideTwoConv(  # noqa: E731
+            features=features, transpose=True, use_bias=use_bias, impl=self.conv_impl, name=name,
+            **kw)
 
         h = z.astype(self.dtype)
         if self.num_classes > 0 and not cbn:
@@ -117,11 +125,9 @@ class DCGANGenerator(nn.Module, kw_only=True):
         h = h.reshape(h.shape[0], base, base, channels[0])
         h = nn.relu(norm(0)(h, bn_labels, train=train))
         for i in range(1, n):
-            h = nn.ConvTranspose(channels[i], (4, 4), strides=(2, 2), padding="SAME",
-                                 use_bias=False, name=f"deconv{i}", **kw)(h)
+            h = up(channels[i], f"deconv{i}", False)(h)
             h = nn.relu(norm(i)(h, bn_labels, train=train))
-        h = nn.ConvTranspose(c_out, (4, 4), strides=(2, 2), padding="SAME",
-                             name=f"deconv{n}", **kw)(h)
+        h = up(c_out, f"deconv{n}", True)(h)
         return jnp.tanh(h).astype(jnp.float32)
 
 
@@ -142,6 +148,7 @@ class DCGANDiscriminator(nn.Module, kw_only=True):
     depth: int | None = None
     spectral_norm: bool = False
     minibatch_std: int = 0
+    conv_impl: str = "custom_vjp"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -150,6 +157,7 @@ class DCGANDiscriminator(nn.Module, kw_only=True):
         layers.check_positive_int(self.width, "width")
         layers.check_positive_int(self.minibatch_std, "minibatch_std", minimum=0)
         layers.check_positive_int(self.num_classes, "num_classes", minimum=0)
+        convs.check_conv_impl(self.conv_impl)
         layers.check_dtype(self.dtype)
         super().__post_init__()
 
@@ -168,8 +176,9 @@ class DCGANDiscriminator(nn.Module, kw_only=True):
         layers.check_labels(labels, self.num_classes, x.shape[0])
         h = x.astype(self.dtype)
         for i in range(self.num_stages):
-            conv = nn.Conv(self.width * 2**i, (4, 4), strides=(2, 2), padding="SAME",
-                           dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{i}")
+            conv = convs.StrideTwoConv(features=self.width * 2**i, impl=self.conv_impl,
+                                       dtype=self.dtype, param_dtype=self.param_dtype,
+                                       name=f"conv{i}")
             h = nn.leaky_relu(layers.spectral(conv, h, enabled=self.spectral_norm,
                                               update_stats=train), 0.2)
         if self.minibatch_std:

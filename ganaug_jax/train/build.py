@@ -24,7 +24,7 @@ class Run:
     num_classes: int
 
 
-def _optimizer(lr: float, c: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
+def make_optimizer(lr: float, c: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
     if c.schedule == "cosine":
         schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(c.warmup_steps, 1), num_steps)
     elif c.warmup_steps:
@@ -49,10 +49,11 @@ def build_run(config: ml_collections.ConfigDict) -> Run:
         m.architecture, data_shape=source.shape, num_classes=num_classes,
         latent_dim=m.latent_dim, width=m.width, depth=m.depth or None,
         spectral_norm=m.spectral_norm, conditioning=m.conditioning, minibatch_std=m.minibatch_std,
+        conv_impl=m.conv_impl,
         dtype=jnp.bfloat16 if m.compute_dtype == "bfloat16" else jnp.float32)
     # D steps n_critic times per G step: its schedule runs over that many updates.
-    g_tx = _optimizer(config.optim.g_lr, config.optim, config.num_steps)
-    d_tx = _optimizer(config.optim.d_lr, config.optim, config.num_steps * config.optim.n_critic)
+    g_tx = make_optimizer(config.optim.g_lr, config.optim, config.num_steps)
+    d_tx = make_optimizer(config.optim.d_lr, config.optim, config.num_steps * config.optim.n_critic)
     return Run(source, generator, discriminator, g_tx, d_tx, m.latent_dim, num_classes)
 
 
@@ -75,4 +76,4 @@ def build_step(config: ml_collections.ConfigDict, run: Run):
         generator=run.generator, discriminator=run.discriminator, g_tx=run.g_tx, d_tx=run.d_tx,
         latent_dim=run.latent_dim, num_classes=run.num_classes,
         loss=LossConfig(**config.loss.to_dict()), augment=pipeline, ada_update=ada_update,
-        fixed_p=fixed_p, ema_decay=ema)
+        fixed_p=fixed_p, ema_decay=ema, reuse_fake=config.optim.reuse_fake)

@@ -51,13 +51,21 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
                     d_tx: optax.GradientTransformation, latent_dim: int, num_classes: int,
                     loss: LossConfig = LossConfig(), augment: Optional[Callable] = None,
                     ada_update: Optional[Callable] = None, fixed_p: float = 1.0,
-                    ema_decay: float = 0.999) -> Callable[[TrainState, Any], tuple]:
+                    ema_decay: float = 0.999,
+                    reuse_fake: bool = False) -> Callable[[TrainState, Any], tuple]:
     """Builds `step(state, batch) -> (state, metrics)`.
 
     augment: a pipeline `(key, images, p) -> images` or None. With `ada_update` the
     pipeline's p is the ADA state's p (updated from D's real logits every D step); otherwise
     `fixed_p`.
+    reuse_fake: False (default): the G update draws fresh latents and runs G again. True: it
+    reuses the fakes (and G's saved activations) of the last D update, as the classic PyTorch
+    DCGAN loop does, saving one G forward per step; G's batch statistics then update once
+    per step. Not combinable with loss.mode_seeking (which pairs the G update's latents).
     """
+    if reuse_fake and loss.mode_seeking > 0:
+        raise ValueError("reuse_fake cannot be combined with loss.mode_seeking > 0: mode seeking "
+                         "pairs latents drawn for the generator update")
     d_loss_fn = losses.d_loss(loss.name)
     g_loss_fn = losses.g_loss(loss.name)
     conditional = num_classes > 0
@@ -84,7 +92,15 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
         noise_std = losses.instance_noise_std(state.step, initial_std=loss.instance_noise_std,
                                               anneal_steps=max(loss.instance_noise_steps, 1))
         z, y_fake = latents(k_lat, n)
-        fake, _ = _apply(generator, state.g_params, state.g_stats, z, y_fake, train=True)
+        if reuse_fake:  # keep G's pullback for the G update
+            fake, g_pullback, g_stats = jax.vjp(
+                lambda g_params: _apply(generator, g_params, state.g_stats, z, y_fake,
+                                        train=True), state.g_params, has_aux=True)
+            state = state.replace(g_stats=g_stats)
+            generated = (fake, y_fake, g_pullback)
+        else:
+            fake, _ = _apply(generator, state.g_params, state.g_stats, z, y_fake, train=True)
+            generated = None
         fake = jax.lax.stop_gradient(fake)
         real_in = prepare(k_real, x_real, p, noise_std)
         fake_in = prepare(k_fake, fake, p, noise_std)
@@ -120,9 +136,9 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
                               d_stats=stats, d_opt_state=d_opt_state, ada=ada)
         metrics = dict(terms, d_real=jnp.mean(real_logits), d_fake=jnp.mean(fake_logits),
                        d_grad_norm=_norm(grads), augment_p=p)
-        return state, jax.lax.stop_gradient(real_features), metrics
+        return state, jax.lax.stop_gradient(real_features), metrics, generated
 
-    def g_update(state, key, real_features, n):
+    def g_update(state, key, real_features, n, generated):
         k_lat, k_aug = jax.random.split(key)
         p = state.ada.p if ada_update is not None else jnp.float32(fixed_p)
         noise_std = losses.instance_noise_std(state.step, initial_std=loss.instance_noise_std,
@@ -132,17 +148,21 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
         if loss.mode_seeking > 0 and conditional:  # pairs (i, i + n/2) share their class
             y_fake = jnp.concatenate([y_fake[:half], y_fake[:half], y_fake[2 * half:]])
 
-        def g_objective(g_params):
-            fake, g_stats = _apply(generator, g_params, state.g_stats, z, y_fake, train=True)
+        def objective_on(fake, labels):
             fake_in = prepare(k_aug, fake, p, noise_std)
             (logits, features), _ = _apply(discriminator, state.d_params, state.d_stats,
-                                           fake_in, y_fake, train=False)
+                                           fake_in, labels, train=False)
             total = g_loss_fn(logits)
             terms = {"g_loss": total}
             if loss.feature_matching > 0:
                 fm = losses.feature_matching(real_features, features)
                 total = total + loss.feature_matching * fm
                 terms["feature_matching"] = fm
+            return total, terms
+
+        def g_objective(g_params):
+            fake, g_stats = _apply(generator, g_params, state.g_stats, z, y_fake, train=True)
+            total, terms = objective_on(fake, y_fake)
             if loss.mode_seeking > 0:
                 ms = losses.mode_seeking(fake[:half], fake[half:2 * half], z[:half],
                                          z[half:2 * half])
@@ -150,7 +170,12 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
                 terms["mode_seeking"] = ms
             return total, (g_stats, terms)
 
-        grads, (g_stats, terms) = jax.grad(g_objective, has_aux=True)(state.g_params)
+        if generated is None:
+            grads, (g_stats, terms) = jax.grad(g_objective, has_aux=True)(state.g_params)
+        else:
+            fake, labels, g_pullback = generated
+            fake_grad, terms = jax.grad(objective_on, has_aux=True)(fake, labels)
+            (grads,), g_stats = g_pullback(fake_grad), state.g_stats
         updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
         g_params = optax.apply_updates(state.g_params, updates)
         ema_params = losses.ema_update(state.ema_params, g_params, ema_decay)
@@ -166,8 +191,8 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
         # n_critic is small and static: unrolled D updates, each on its own real batch.
         for i, d_key in enumerate(jax.random.split(k_d, n_critic)):
             y_real = batch["y"][i] if conditional else None
-            state, real_features, metrics = d_update(state, x[i], y_real, d_key)
-        state, g_metrics = g_update(state, k_g, real_features, n)
+            state, real_features, metrics, generated = d_update(state, x[i], y_real, d_key)
+        state, g_metrics = g_update(state, k_g, real_features, n, generated)
         metrics.update(g_metrics, ada_p=state.ada.p, ada_rt=state.ada.rt)
         return state.replace(step=state.step + 1), metrics
 

@@ -1,0 +1,85 @@
+"""What every benchmark shares (PROTOCOLS.md section 4): the environment line, interleaved
+median timing, the measured matmul peak, JSON lines, markdown tables and a bar chart."""
+
+import datetime
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import ganaug_jax
+
+MIN_REPS = 5
+
+
+def environment() -> dict:
+    """Device kind and count, versions and the date: the fields every JSON line carries."""
+    device = jax.devices()[0]
+    env = {"device_kind": device.device_kind, "platform": device.platform,
+           "device_count": jax.device_count(), "jax_version": jax.__version__,
+           "ganaug_jax_version": ganaug_jax.__version__, "cpu_count": os.cpu_count(),
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        import torch
+        env["torch_version"] = torch.__version__
+    except ImportError:
+        pass
+    return env
+
+
+def time_interleaved(runners: dict[str, Callable[[], None]], reps: int) -> dict[str, float]:
+    """Median wall seconds of each runner over `reps` repetitions, interleaved (rep 1: every
+    runner once, rep 2: ...) so that on a shared machine all see the same conditions. Each
+    runner must block until its results are ready (`jax.block_until_ready`)."""
+    if reps < MIN_REPS:
+        raise ValueError(f"reps must be >= {MIN_REPS} (PROTOCOLS.md section 4), got {reps}")
+    times = {name: [] for name in runners}
+    for _ in range(reps):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def matmul_peak_flops(n: int = 2048, reps: int = MIN_REPS) -> float:
+    """Measured float32 peak of the default device: FLOP/s of a jitted n x n matmul (median),
+    the denominator of MFU."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    jax.block_until_ready(matmul(a, b))
+    seconds = time_interleaved({"mm": lambda: jax.block_until_ready(matmul(a, b))}, reps)["mm"]
+    return 2 * n**3 / seconds
+
+
+def write_json_lines(rows: Sequence[dict], path: str | None) -> None:
+    """Prints each row as one JSON line; appends them to `path` too when given."""
+    lines = [json.dumps(row, sort_keys=True) for row in rows]
+    for line in lines:
+        print(line, flush=True)
+    if path:
+        with open(path, "a") as f:
+            f.write("".join(line + "\n" for line in lines))
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def bar_chart(path: str, groups: Sequence[str], series: dict[str, Sequence[float]], *,
+              title: str) -> None:
+    """Grouped bars (one group per config, one bar per series; NaN draws as 0), as a PNG."""
+    from ganaug_jax.train import outputs
+    values = [[float(np.nan_to_num(series[name][i])) for name in series]
+              for i in range(len(groups))]
+    zeros = [[0.0] * len(series) for _ in groups]
+    outputs.save_png(path, outputs.bar_chart(list(groups), values, zeros, title=title,
+                                             series=list(series), width=120 * len(groups) + 80))

@@ -1,0 +1,255 @@
+"""Training-step throughput: ganaug_jax's real step vs a PyTorch DCGAN of the same architecture.
+
+One iteration = D update on a real and a fake batch, then G update (n_critic = 1, Adam
+2e-4 / (0.5, 0.999), non-saturating loss); images/sec = real images per iteration / median
+iteration time. ganaug_jax runs the step `ganaug train` runs (`train.build.build_step` from a
+config, jitted over the device mesh by `sharding.shard_step`, EMA generator included):
+  * 'ganaug_jax': the defaults (conv_impl 'custom_vjp'; the G update draws fresh latents);
+  * 'ganaug_jax reuse_fake': optim.reuse_fake=True, the classic loop's algorithm (the G
+    update reuses the D update's fakes), i.e. exactly the work the PyTorch peer does;
+  * 'ganaug_jax xla convs' (--baseline): conv_impl 'xla', plain autodiff (before issue 5).
+Peers (when torch imports): PyTorch eager (NCHW), eager channels-last, torch.compile.
+Equal parameter counts are asserted. The ADA config runs the 'bgc' pipe with adaptive p in
+front of D for ganaug_jax; its PyTorch peer has no augmentation (there is no equivalent), so
+that row's ratio includes the augmentation's cost.
+
+Model FLOPs per iteration (analytic, multiply-adds x 2, convolutions and dense layers):
+B * (3 F_G + 8 F_D) for per-image forward costs F_G, F_D: D update = forward and backward
+(2x) on 2B images; G update = D forward and input gradient on B, G forward and backward.
+'xla_flops' is XLA's cost analysis of ganaug_jax's compiled step (it counts what the step
+really computes, e.g. the G forward of the D update). MFU = model FLOPs/s over the measured
+float32 matmul peak of the device (`common.matmul_peak_flops`).
+"""
+
+import dataclasses
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ganaug_jax.bench import common
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    name: str
+    resolution: int
+    channels: int
+    width: int
+    batch: int
+    num_classes: int = 0
+    ada: bool = False
+    latent_dim: int = 100
+
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = (
+    TrainConfig("32x32x3 w64 b64", 32, 3, 64, 64),
+    TrainConfig("32x32x3 w64 b256", 32, 3, 64, 256),
+    TrainConfig("32x32x1 w32 b128", 32, 1, 32, 128),
+    TrainConfig("64x64x3 w64 b64", 64, 3, 64, 64),
+    TrainConfig("32x32x3 w64 b64 cond", 32, 3, 64, 64, num_classes=10),
+    TrainConfig("32x32x3 w64 b64 ada", 32, 3, 64, 64, ada=True),
+)
+
+
+def forward_macs(c: TrainConfig) -> tuple[int, int]:
+    """Per-image forward multiply-adds (generator, discriminator) of the DCGAN pair."""
+    stages = (c.resolution // 4).bit_length() - 1
+    hidden = [c.width * 2**(stages - 1 - i) for i in range(stages)]
+    base = c.resolution // 2**stages
+    z_dim = c.latent_dim * (2 if c.num_classes else 1)
+    g = z_dim * base * base * hidden[0]
+    res = base
+    for c_in, c_out in zip(hidden, hidden[1:] + [c.channels]):
+        res *= 2
+        g += res * res * 4 * c_in * c_out  # each output pixel: 2x2 taps of a 4x4 stride-2 kernel
+    d, res, c_in = 0, c.resolution, c.channels
+    for i in range(stages):
+        res //= 2
+        d += res * res * 16 * c_in * c.width * 2**i
+        c_in = c.width * 2**i
+    features = res * res * c_in
+    d += features * (2 if c.num_classes else 1)
+    return g, d
+
+
+def model_flops(c: TrainConfig) -> float:
+    g, d = forward_macs(c)
+    return 2.0 * c.batch * (3 * g + 8 * d)
+
+
+def make_config(c: TrainConfig, **overrides):
+    """The ganaug_jax config of a benchmark row (configs/default.py plus these keys)."""
+    from ganaug_jax import config as config_lib
+    config = config_lib.load_config(str(CONFIG_DIR / "default.py"))
+    config.model.architecture = "dcgan"
+    config.model.latent_dim = c.latent_dim
+    config.model.width = c.width
+    config.model.depth = 0
+    config.model.conditional = c.num_classes > 0
+    config.batch_size = c.batch
+    if c.ada:
+        config.augment.kind = "ada"
+    for key, value in overrides.items():
+        section, leaf = key.split(".")
+        config[section][leaf] = value
+    return config
+
+
+def ganaug_runner(c: TrainConfig, mesh=None, **overrides):
+    """(run() -> None, compile seconds, param counts (G, D), XLA flops) for ganaug_jax's step."""
+    from ganaug_jax.models import make_gan
+    from ganaug_jax.train import sharding
+    from ganaug_jax.train.build import Run, build_step, make_optimizer
+    from ganaug_jax.train.state import create_train_state
+    config = make_config(c, **overrides)
+    m = config.model
+    shape = (c.resolution, c.resolution, c.channels)
+    generator, discriminator = make_gan(
+        "dcgan", data_shape=shape, num_classes=c.num_classes, latent_dim=m.latent_dim,
+        width=m.width, conv_impl=m.conv_impl,
+        dtype=jnp.bfloat16 if m.compute_dtype == "bfloat16" else jnp.float32)
+    g_tx = make_optimizer(config.optim.g_lr, config.optim, config.num_steps)
+    d_tx = make_optimizer(config.optim.d_lr, config.optim, config.num_steps)
+    run = Run(None, generator, discriminator, g_tx, d_tx, m.latent_dim, c.num_classes)
+    mesh = sharding.make_mesh() if mesh is None else mesh
+    sharding.check_batch_divisible(c.batch, mesh)
+    state = create_train_state(jax.random.key(0), generator, discriminator, g_tx, d_tx,
+                               data_shape=shape, latent_dim=m.latent_dim,
+                               num_classes=c.num_classes)
+    state = jax.device_put(state, sharding.replicated(mesh))
+    batch = {"x": jax.random.uniform(jax.random.key(1), (1, c.batch, *shape), jnp.float32,
+                                     -1.0, 1.0)}
+    if c.num_classes:
+        batch["y"] = jax.random.randint(jax.random.key(2), (1, c.batch), 0, c.num_classes)
+    batch = jax.device_put(batch, sharding.batch_sharding(mesh, 1))
+    start = time.perf_counter()
+    compiled = sharding.shard_step(build_step(config, run), mesh, batch_axis=1).lower(
+        state, batch).compile()
+    compile_s = time.perf_counter() - start
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    box = [state]
+
+    def run_one():
+        box[0], metrics = compiled(box[0], batch)
+        jax.block_until_ready((box[0], metrics))
+
+    count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))  # noqa: E731
+    return run_one, compile_s, (count(state.g_params), count(state.d_params)), cost.get("flops")
+
+
+def bench_config(c: TrainConfig, *, reps: int, iters: int, peers: bool, torch_compile: bool,
+                 baseline: bool, bfloat16: bool, peak: float) -> list[dict]:
+    """Times every runner at config `c`; returns one row per runner."""
+    dtype_overrides = {"model.compute_dtype": "bfloat16"} if bfloat16 else {}
+    runners, compile_s, info = {}, {}, {}
+    variants = {"ganaug_jax": {}, "ganaug_jax reuse_fake": {"optim.reuse_fake": True}}
+    if baseline:
+        variants["ganaug_jax xla convs"] = {"model.conv_impl": "xla"}
+    for name, overrides in variants.items():
+        run, compile_s[name], counts, xla_flops = ganaug_runner(c, **overrides, **dtype_overrides)
+        runners[name], info[name] = run, {"params": counts, "xla_flops": xla_flops}
+    if peers:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            peers = False
+    if peers:
+        from ganaug_jax.bench import torch_dcgan
+        device = "cuda" if jax.devices()[0].platform == "gpu" else "cpu"
+        torch_variants = {"pytorch eager": {}, "pytorch channels_last": {"channels_last": True}}
+        if torch_compile:
+            torch_variants["torch.compile"] = {"compile_it": True}
+        for name, kw in torch_variants.items():
+            run, g, d = torch_dcgan.make_iteration(
+                resolution=c.resolution, channels=c.channels, width=c.width, batch=c.batch,
+                latent_dim=c.latent_dim, num_classes=c.num_classes, device=device,
+                bfloat16=bfloat16, **kw)
+            counts = (torch_dcgan.parameter_count(g), torch_dcgan.parameter_count(d))
+            if counts != info["ganaug_jax"]["params"]:
+                raise AssertionError(f"{name} at {c.name}: parameter counts (G, D) {counts} != "
+                                     f"ganaug_jax's {info['ganaug_jax']['params']}")
+            start = time.perf_counter()
+            run()  # eager: warm-up; compile: tracing and code generation
+            compile_s[name] = time.perf_counter() - start
+            runners[name], info[name] = run, {"params": counts}
+    for run in runners.values():  # warm-up (ganaug_jax: first call after compilation)
+        run()
+    looped = {name: (lambda r=run: [r() for _ in range(iters)]) for name, run in runners.items()}
+    seconds = {k: v / iters for k, v in common.time_interleaved(looped, reps).items()}
+    flops = model_flops(c)
+    env = common.environment()
+    rows = []
+    for name, s in seconds.items():
+        rows.append({
+            "suite": "train", "config": c.name, "runner": name, "resolution": c.resolution,
+            "channels": c.channels, "width": c.width, "batch": c.batch,
+            "num_classes": c.num_classes, "augment": "ada bgc" if c.ada else "none",
+            "dtype": "bfloat16" if bfloat16 else "float32", "reps": reps,
+            "iters_per_rep": iters, "median_s_per_iter": s, "images_per_s": c.batch / s,
+            "compile_s": compile_s[name], "params_g": info[name]["params"][0],
+            "params_d": info[name]["params"][1], "model_flops_per_iter": flops,
+            "xla_flops_per_iter": info[name].get("xla_flops"),
+            "achieved_flop_s": flops / s, "peak_flop_s": peak, "mfu": flops / s / peak,
+            **({"ratio_vs_pytorch_eager": seconds["pytorch eager"] / s}
+               if "pytorch eager" in seconds else {}),
+            **({"ratio_vs_torch_compile": seconds["torch.compile"] / s}
+               if "torch.compile" in seconds else {}),
+            **env})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    runners = list(dict.fromkeys(r["runner"] for r in rows))
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+    by = {(r["config"], r["runner"]): r for r in rows}
+    header = ["config"] + [f"{n} img/s" for n in runners]
+    ours = [n for n in runners if n.startswith("ganaug_jax")]
+    has_eager = any(n == "pytorch eager" for n in runners)
+    has_compile = any(n == "torch.compile" for n in runners)
+    header += [f"{n} / eager" for n in ours] * has_eager
+    header += [f"{n} / compile" for n in ours] * has_compile
+    header += ["ganaug_jax MFU", "compile s (ganaug_jax)"]
+    lines = []
+    for cfg in configs:
+        row = [cfg] + [f"{by[cfg, n]['images_per_s']:,.1f}" if (cfg, n) in by else "n/a"
+                       for n in runners]
+        if has_eager:
+            row += [f"{by[cfg, n]['ratio_vs_pytorch_eager']:.2f}x" for n in ours]
+        if has_compile:
+            row += [f"{by[cfg, n]['ratio_vs_torch_compile']:.2f}x" for n in ours]
+        main = by[cfg, "ganaug_jax"]
+        row += [f"{100 * main['mfu']:.1f}%", f"{main['compile_s']:.1f}"]
+        lines.append(row)
+    return common.markdown_table(header, lines)
+
+
+def run(*, configs=CONFIGS, reps: int = 7, iters: int = 2, peers: bool = True,
+        torch_compile: bool = True, baseline: bool = True, bfloat16: bool = False,
+        json_path: str | None = None, chart: str | None = None) -> list[dict]:
+    """Benchmarks every config; prints JSON lines and a markdown table; returns the rows."""
+    peak = common.matmul_peak_flops()
+    env = common.environment()
+    print(f"# train suite: device_kind={env['device_kind']} device_count={env['device_count']} "
+          f"jax={env['jax_version']} torch={env.get('torch_version')} "
+          f"dtype={'bfloat16' if bfloat16 else 'float32'} reps={reps} iters={iters} "
+          f"measured matmul peak {peak / 1e9:.1f} GFLOP/s", flush=True)
+    rows = []
+    for c in configs:
+        new = bench_config(c, reps=reps, iters=iters, peers=peers, torch_compile=torch_compile,
+                           baseline=baseline, bfloat16=bfloat16, peak=peak)
+        common.write_json_lines(new, json_path)
+        rows += new
+    print("\n" + table(rows), flush=True)
+    if chart:
+        runners = list(dict.fromkeys(r["runner"] for r in rows))
+        configs_ = list(dict.fromkeys(r["config"] for r in rows))
+        by = {(r["config"], r["runner"]): r["images_per_s"] for r in rows}
+        common.bar_chart(chart, configs_, {n: [by.get((c, n), np.nan) for c in configs_]
+                                           for n in runners},
+                         title=f"training images/sec, {env['device_kind']}")
+    return rows

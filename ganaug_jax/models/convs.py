@@ -1,0 +1,178 @@
+"""The two convolutions of a DCGAN, 4x4 kernels with stride 2 and 'SAME' padding, with
+gradients written out by hand so that every product runs on a fast convolution path.
+
+  down_conv(x, kernel): (N, H, W, C) -> (N, H/2, W/2, O), kernel (4, 4, C, O) HWIO; equal to
+    `lax.conv_general_dilated(x, kernel, (2, 2), 'SAME')` and to `nn.Conv(O, (4, 4), 2)`.
+  up_conv(x, kernel):   (N, H, W, C) -> (N, 2H, 2W, O), kernel (4, 4, C, O); equal to
+    `lax.conv_transpose(x, kernel, (2, 2), 'SAME')` and to `nn.ConvTranspose(O, (4, 4), 2)`.
+H and W must be even for down_conv (they always are in a DCGAN).
+
+Why (measured in benchmarks/NOTES.md): reverse-mode autodiff of a transposed convolution
+produces, for the kernel gradient, a convolution with window dilation, which XLA:CPU runs
+through its generic loop emitter at ~3 GFLOP/s, 30x slower than its Eigen path. The two
+operators are adjoint to each other: with V = flip_hw(kernel) with C and O swapped,
+up_conv(x, kernel) = down_conv^T_V(x). So every gradient is one of three fast products:
+  down_conv forward  / up_conv's input gradient:  a strided convolution;
+  up_conv forward: XLA's transposed convolution (fast enough, and bit-for-bit independent of
+    the batch size, which `ganaug generate` promises);
+  down_conv's input gradient: a sub-pixel convolution (below), 2x faster than XLA's;
+  both kernel gradients: the kernel gradient of a strided convolution, computed as one
+  matrix product (`_kernel_grad`), since XLA:CPU's window-dilated convolution for it is slow
+  too (it took half of a 64x64 training step before this).
+The sub-pixel form computes a stride-2 transposed convolution as one stride-1 2x2 convolution
+of the once-padded input giving 4 * O channels (one 2x2 sub-kernel kernel[rh::2, rw::2] per
+output phase (rh, rw)), then interleaves the phases; it does the same multiplies as the
+transposed convolution without the zeros that lhs dilation inserts.
+Both are exact reformulations: the tests compare outputs and gradients with the plain
+`lax` operators and their autodiff within float32 rounding.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_DN = ("NHWC", "HWIO", "NHWC")
+_PAD1 = ((1, 1), (1, 1))
+
+
+def _strided(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return lax.conv_general_dilated(x, kernel, (2, 2), _PAD1, dimension_numbers=_DN)
+
+
+def _transposed(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=_DN)
+
+
+def _adjoint_kernel(kernel: jax.Array) -> jax.Array:
+    """(4, 4, C, O) -> (4, 4, O, C): spatially flipped, channels swapped (an involution)."""
+    return jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+
+
+def _sub_pixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """lax.conv_transpose(x, kernel, (2, 2), 'SAME') as one stride-1 2x2 convolution."""
+    n, h, w, c = x.shape
+    o = kernel.shape[-1]
+    # sub[a, b, c, (rh, rw, o)] = kernel[2a + rh, 2b + rw, c, o]
+    sub = kernel.reshape(2, 2, 2, 2, c, o).transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, c, 4 * o)
+    y = lax.conv_general_dilated(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), sub, (1, 1),
+                                 "VALID", dimension_numbers=_DN)
+    y = y.reshape(n, h + 1, w + 1, 2, 2, o)
+    # output[2i + rh, 2j + rw] = y[i + rh, j + rw, rh, rw]
+    rows = [jnp.stack([y[:, rh:rh + h, rw:rw + w, rh, rw] for rw in (0, 1)], axis=3)
+            for rh in (0, 1)]
+    return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, o)
+
+
+def _space_to_depth(x: jax.Array) -> jax.Array:
+    """(N, H, W, C) -> (N, H/2, W/2, 4C), channels ordered (row phase, column phase, C)."""
+    n, h, w, c = x.shape
+    return (x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+            .reshape(n, h // 2, w // 2, 4 * c))
+
+
+def _kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
+    """d/dK <_strided(x, K), dy>: x (N, H, W, C), dy (N, H/2, W/2, O) -> (4, 4, C, O).
+
+    As one matrix product instead of XLA's window-dilated convolution. With s = the
+    space-to-depth of the once-padded x, (N, H/2 + 1, W/2 + 1, 4C), the 4x4 stride-2 kernel
+    is a 2x2 stride-1 kernel over s, and its gradient is the correlation of s with dy over the
+    four 2x2 offsets (a, b). That product needs four shifted copies of one operand: of dy
+    (zero-padded to s's grid) when dy is the smaller, otherwise of s (its 2x2 patches).
+    """
+    _, h, w, c = x.shape
+    ho, wo, o = h // 2, w // 2, dy.shape[-1]
+    s = _space_to_depth(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
+    offsets = [(a, b) for a in (0, 1) for b in (0, 1)]
+    if dy.size <= x.size:
+        shifted = jnp.concatenate([jnp.pad(dy, ((0, 0), (a, 1 - a), (b, 1 - b), (0, 0)))
+                                   for a, b in offsets], axis=-1)
+        g = jnp.dot(shifted.reshape(-1, 4 * o).T, s.reshape(-1, 4 * c))  # (a, b, o), (rh, rw, c)
+        g = g.reshape(2, 2, o, 2, 2, c).transpose(0, 3, 1, 4, 5, 2)
+    else:
+        patches = jnp.concatenate([s[:, a:a + ho, b:b + wo] for a, b in offsets], axis=-1)
+        g = jnp.dot(dy.reshape(-1, o).T, patches.reshape(-1, 16 * c)).T  # (a, b, rh, rw, c), o
+        g = g.reshape(2, 2, 2, 2, c, o).transpose(0, 2, 1, 3, 4, 5)
+    return g.reshape(4, 4, c, o)
+
+
+@jax.custom_vjp
+def down_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """4x4 stride-2 'SAME' convolution, NHWC x HWIO -> NHWC (see the module docstring)."""
+    return _strided(x, kernel)
+
+
+def _down_fwd(x, kernel):
+    return _strided(x, kernel), (x, kernel)
+
+
+def _down_bwd(residuals, dy):
+    x, kernel = residuals
+    dx = _sub_pixel(dy, _adjoint_kernel(kernel))
+    return dx, _kernel_grad(x, dy)
+
+
+down_conv.defvjp(_down_fwd, _down_bwd)
+
+
+@jax.custom_vjp
+def up_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """4x4 stride-2 'SAME' transposed convolution (flax's, kernel not flipped), NHWC x HWIO."""
+    return _transposed(x, kernel)
+
+
+def _up_fwd(x, kernel):
+    return _transposed(x, kernel), (x, kernel)
+
+
+def _up_bwd(residuals, dy):
+    x, kernel = residuals
+    adjoint = _adjoint_kernel(kernel)
+    dx = _strided(dy, adjoint)
+    return dx, _adjoint_kernel(_kernel_grad(dy, x))
+
+
+up_conv.defvjp(_up_fwd, _up_bwd)
+
+
+CONV_IMPLS = ("custom_vjp", "xla")
+
+
+def check_conv_impl(impl) -> None:
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+
+
+class StrideTwoConv(nn.Module, kw_only=True):
+    """4x4 stride-2 'SAME' convolution (`transpose=False`, halves H and W) or transposed
+    convolution (`transpose=True`, doubles them): (N, H, W, C) -> (N, H', W', features).
+
+    Parameters 'kernel' (4, 4, C, features), LeCun normal, and 'bias' (features,), zeros: the
+    same names, shapes and initial values as `nn.Conv` / `nn.ConvTranspose` with kernel (4, 4),
+    strides 2 and 'SAME' padding. impl 'custom_vjp' (default) uses `down_conv` / `up_conv`;
+    'xla' the plain `lax` operators and autodiff (the reference the tests compare against).
+    """
+
+    features: int
+    transpose: bool = False
+    use_bias: bool = True
+    impl: str = "custom_vjp"
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (4, 4, x.shape[-1], self.features), self.param_dtype)
+        bias = (self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+                if self.use_bias else None)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if self.impl == "custom_vjp":
+            y = (up_conv if self.transpose else down_conv)(x, kernel)
+        elif self.transpose:
+            y = lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=_DN)
+        else:
+            y = lax.conv_general_dilated(x, kernel, (2, 2), "SAME", dimension_numbers=_DN)
+        return y if bias is None else y + bias
