@@ -143,6 +143,71 @@ def _add_evaluate_flags(parser, *, seeds) -> None:
                              "(default: downstream.ClassifierSpec's)")
 
 
+def _bench(args, overrides) -> int:
+    import os
+    import pathlib
+    # torch's OpenMP workers spin after each parallel region by default, stealing the cores
+    # from the JAX code timed next in the same process; passive waiting keeps the run fair.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from ganaug_jax.bench import generate, scaling, train_step
+    if overrides:
+        raise ValueError(f"ganaug bench takes no --config overrides, got {overrides}")
+    if args.reps < 5:
+        raise ValueError(f"--reps must be >= 5 (PROTOCOLS.md section 4), got {args.reps}")
+    suites = list(BENCH_SUITES) if args.suite == "all" else [args.suite]
+    if args.chart and len(suites) > 1:
+        raise ValueError("--chart names one suite's chart; with --suite all each suite's chart "
+                         "goes to <--json stem or ganaug_bench>_<suite>.png")
+    stem = pathlib.Path(args.json).with_suffix("") if args.json else pathlib.Path("ganaug_bench")
+
+    def chart(suite):
+        return args.chart or f"{stem}_{suite}.png"
+    for suite in suites:
+        if suite == "augment":
+            from ganaug_jax.bench import augment
+            augment.run(reps=args.reps, json_path=args.json, quick=args.quick, chart=chart(suite))
+        elif suite == "train":
+            train_step.run(configs=train_step.CONFIGS[:1] if args.quick else train_step.CONFIGS,
+                           reps=args.reps, iters=1 if args.quick else 2,
+                           torch_compile=not args.quick, baseline=not args.quick,
+                           bfloat16=args.bfloat16, json_path=args.json, chart=chart(suite))
+            train_step.loop_efficiency(steps=30 if args.quick else 60, json_path=args.json)
+        elif suite == "generate":
+            generate.run(batches=(16, 64) if args.quick else generate.BATCHES,
+                         num=256 if args.quick else 2048, reps=args.reps, json_path=args.json,
+                         chart=chart(suite))
+        else:
+            scaling.run(counts=(1, 2) if args.quick else scaling.COUNTS, reps=args.reps,
+                        json_path=args.json)
+    return 0
+
+
+BENCH_SUITES = ("augment", "train", "generate", "scaling")
+
+
+def enable_compilation_cache(path: str) -> bool:
+    """JAX's persistent compilation cache in `path`: a second run of the same config loads
+    its compiled programs instead of compiling them again. Every program is cached (no
+    minimum compile time or size). Returns False, with a notice, where it stays off: XLA:CPU
+    with more than 2 devices in one process, whose collectives hang when their executables
+    are loaded back from the cache (seen with jax 0.10.2, 4 and 8 fake CPU devices)."""
+    import jax
+    if jax.devices()[0].platform == "cpu" and jax.local_device_count() > 2:
+        print(f"ganaug: compilation cache off on {jax.local_device_count()} CPU devices (XLA:CPU "
+              "collectives hang when loaded from the cache)", file=sys.stderr)
+        return False
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return True
+
+
+def default_cache_dir() -> str:
+    import os
+    return os.environ.get("GANAUG_COMPILATION_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "ganaug_jax", "jax_compilation_cache")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ganaug",
@@ -150,6 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "make labelled synthetic data, measure cost.")
     parser.add_argument("--version", action="version", version=f"ganaug_jax {ganaug_jax.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    cache = argparse.ArgumentParser(add_help=False)
+    cache.add_argument("--compilation-cache", default=None, metavar="DIR",
+                       help="JAX persistent compilation cache (default $GANAUG_COMPILATION_CACHE "
+                            "or ~/.cache/ganaug_jax/jax_compilation_cache)")
+    cache.add_argument("--no-compilation-cache", action="store_true",
+                       help="compile everything afresh, read and write no cache")
+    add_parser = commands.add_parser
+
+    def add_command(*args, **kwargs):
+        return add_parser(*args, parents=[cache], **kwargs)
+    commands.add_parser = add_command
 
     train = commands.add_parser(
         "train", help="train a GAN (resumes from the workdir's latest checkpoint)",
@@ -214,6 +290,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_evaluate_flags(demo, seeds=[0, 1, 2])
     demo.set_defaults(run=_demo)
+
+    bench = commands.add_parser(
+        "bench", help="measure images/sec on this machine: augment, train, generate, scaling",
+        description="Run benchmark suites (PROTOCOLS.md section 4): print a table, write one JSON "
+                    "line per measurement (device kind and count, versions, shapes, dtype) and "
+                    "draw a PNG chart per suite. The train suite times PyTorch peers when torch "
+                    "is installed (pip install -e '.[bench]').")
+    bench.add_argument("--suite", choices=[*BENCH_SUITES, "all"], default="all",
+                       help="default all (about 45 minutes on 2 CPU cores; --quick: minutes)")
+    bench.add_argument("--json", default=None, metavar="FILE", help="append the JSON lines here")
+    bench.add_argument("--chart", default=None, metavar="PNG",
+                       help="chart path for a single suite (default: <json stem or "
+                            "ganaug_bench>_<suite>.png)")
+    bench.add_argument("--reps", type=int, default=5, help="timed repetitions, >= 5 (default 5)")
+    bench.add_argument("--bfloat16", action="store_true",
+                       help="train suite: bfloat16 compute (float32 params), the peers autocast")
+    bench.add_argument("--quick", action="store_true",
+                       help="a smaller sweep: first config only, fewer sizes, no torch.compile")
+    bench.set_defaults(run=_bench)
     return parser
 
 
@@ -225,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if not args.no_compilation_cache:
+        enable_compilation_cache(args.compilation_cache or default_cache_dir())
     try:
         return args.run(args, overrides)
     except (ValueError, RuntimeError) as error:  # bad input and stopped runs: one clear line

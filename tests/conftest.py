@@ -3,6 +3,10 @@
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The CLI's persistent compilation cache goes to a temporary folder, not the user's home.
+import tempfile  # noqa: E402
+
+os.environ.setdefault("GANAUG_COMPILATION_CACHE", tempfile.mkdtemp(prefix="ganaug_test_cache_"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -55,8 +55,10 @@ CONFIGS = (
 )
 
 
-def forward_macs(c: TrainConfig) -> tuple[int, int]:
-    """Per-image forward multiply-adds (generator, discriminator) of the DCGAN pair."""
+def forward_macs(c: TrainConfig, *, exclude_padding: bool = False) -> tuple[int, int]:
+    """Per-image forward multiply-adds (generator, discriminator) of the DCGAN pair, counting
+    every kernel tap (the usual convention, used for MFU), or with `exclude_padding` only the
+    taps that land inside the image (what XLA's cost analysis counts)."""
     stages = (c.resolution // 4).bit_length() - 1
     hidden = [c.width * 2**(stages - 1 - i) for i in range(stages)]
     base = c.resolution // 2**stages
@@ -64,12 +66,14 @@ def forward_macs(c: TrainConfig) -> tuple[int, int]:
     g = z_dim * base * base * hidden[0]
     res = base
     for c_in, c_out in zip(hidden, hidden[1:] + [c.channels]):
-        res *= 2
-        g += res * res * 4 * c_in * c_out  # each output pixel: 2x2 taps of a 4x4 stride-2 kernel
+        res *= 2  # each output pixel: 2 taps per axis of a 4x4 stride-2 kernel, 1 at the borders
+        taps = 2 * res - 2 * exclude_padding
+        g += taps * taps * c_in * c_out
     d, res, c_in = 0, c.resolution, c.channels
     for i in range(stages):
-        res //= 2
-        d += res * res * 16 * c_in * c.width * 2**i
+        res //= 2  # 4 taps per axis, 3 at the borders
+        taps = 4 * res - 2 * exclude_padding
+        d += taps * taps * c_in * c.width * 2**i
         c_in = c.width * 2**i
     features = res * res * c_in
     d += features * (2 if c.num_classes else 1)
@@ -253,3 +257,45 @@ def run(*, configs=CONFIGS, reps: int = 7, iters: int = 2, peers: bool = True,
                                            for n in runners},
                          title=f"training images/sec, {env['device_kind']}")
     return rows
+
+
+def loop_efficiency(c: TrainConfig = CONFIGS[0], *, steps: int = 60, log_every: int = 10,
+                    reps: int = 5, json_path: str | None = None) -> dict:
+    """`train_and_evaluate` (metrics fetched one step late, async checkpoints every 20 steps,
+    batches gathered on device) vs the bare jitted step at the same config: the loop's
+    images/sec (median over its log intervals after the first, which holds compilation) over
+    the bare step's (median of `reps`, timed before and after the loop, averaged)."""
+    import json
+    import shutil
+    import tempfile
+
+    from ganaug_jax.train.loop import train_and_evaluate
+    root = pathlib.Path(tempfile.mkdtemp(prefix="ganaug_loop_"))
+    try:
+        rng = np.random.default_rng(0)
+        data = root / "data.npz"
+        np.savez(data, x=rng.integers(0, 256, (2048, c.resolution, c.resolution, c.channels),
+                                      dtype=np.uint8),
+                 y=rng.integers(0, max(c.num_classes, 1), 2048).astype(np.int32))
+        bare_run, *_ = ganaug_runner(c)
+        bare_run()
+        bare = [common.time_interleaved({"step": bare_run}, reps)["step"]]
+        config = make_config(c, **{"data.source": str(data), "data.resolution": c.resolution,
+                                   "data.channels": c.channels})
+        config.num_steps, config.log_every, config.checkpoint_every = steps, log_every, 20
+        config.sample_every = 0
+        train_and_evaluate(config, str(root / "run"), progress=False)
+        bare.append(common.time_interleaved({"step": bare_run}, reps)["step"])
+        rates = [json.loads(line)["images_per_sec"]
+                 for line in (root / "run" / "metrics.jsonl").read_text().splitlines()][1:]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    bare_rate = c.batch / float(np.mean(bare))
+    loop_rate = float(np.median(rates))
+    row = {"suite": "train", "what": "loop efficiency", "config": c.name, "steps": steps,
+           "loop_images_per_s": loop_rate, "bare_step_images_per_s": bare_rate,
+           "loop_fraction_of_bare": loop_rate / bare_rate, **common.environment()}
+    common.write_json_lines([row], json_path)
+    print(f"\nloop {loop_rate:,.1f} img/s vs bare step {bare_rate:,.1f} img/s: "
+          f"{100 * loop_rate / bare_rate:.1f}% ({c.name})", flush=True)
+    return row

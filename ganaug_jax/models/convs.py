@@ -13,9 +13,8 @@ through its generic loop emitter at ~3 GFLOP/s, 30x slower than its Eigen path. 
 operators are adjoint to each other: with V = flip_hw(kernel) with C and O swapped,
 up_conv(x, kernel) = down_conv^T_V(x). So every gradient is one of three fast products:
   down_conv forward  / up_conv's input gradient:  a strided convolution;
-  up_conv forward: XLA's transposed convolution (fast enough, and bit-for-bit independent of
-    the batch size, which `ganaug generate` promises);
-  down_conv's input gradient: a sub-pixel convolution (below), 2x faster than XLA's;
+  up_conv forward    / down_conv's input gradient: a sub-pixel convolution (below), 2-3x
+    faster than XLA's transposed convolution;
   both kernel gradients: the kernel gradient of a strided convolution, computed as one
   matrix product (`_kernel_grad`), since XLA:CPU's window-dilated convolution for it is slow
   too (it took half of a 64x64 training step before this).
@@ -42,10 +41,6 @@ def _strided(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return lax.conv_general_dilated(x, kernel, (2, 2), _PAD1, dimension_numbers=_DN)
 
 
-def _transposed(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=_DN)
-
-
 def _adjoint_kernel(kernel: jax.Array) -> jax.Array:
     """(4, 4, C, O) -> (4, 4, O, C): spatially flipped, channels swapped (an involution)."""
     return jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
@@ -57,8 +52,7 @@ def _sub_pixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
     o = kernel.shape[-1]
     # sub[a, b, c, (rh, rw, o)] = kernel[2a + rh, 2b + rw, c, o]
     sub = kernel.reshape(2, 2, 2, 2, c, o).transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, c, 4 * o)
-    y = lax.conv_general_dilated(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), sub, (1, 1),
-                                 "VALID", dimension_numbers=_DN)
+    y = lax.conv_general_dilated(x, sub, (1, 1), _PAD1, dimension_numbers=_DN)
     y = y.reshape(n, h + 1, w + 1, 2, 2, o)
     # output[2i + rh, 2j + rw] = y[i + rh, j + rw, rh, rw]
     rows = [jnp.stack([y[:, rh:rh + h, rw:rw + w, rh, rw] for rw in (0, 1)], axis=3)
@@ -80,22 +74,23 @@ def _kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
     space-to-depth of the once-padded x, (N, H/2 + 1, W/2 + 1, 4C), the 4x4 stride-2 kernel
     is a 2x2 stride-1 kernel over s, and its gradient is the correlation of s with dy over the
     four 2x2 offsets (a, b). That product needs four shifted copies of one operand: of dy
-    (zero-padded to s's grid) when dy is the smaller, otherwise of s (its 2x2 patches).
+    (zero-padded to s's grid) when dy is the smaller, otherwise of s (its 2x2 patches); one
+    matrix product per offset (concatenating the copies first costs more on XLA:CPU).
     """
     _, h, w, c = x.shape
     ho, wo, o = h // 2, w // 2, dy.shape[-1]
     s = _space_to_depth(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
-    offsets = [(a, b) for a in (0, 1) for b in (0, 1)]
-    if dy.size <= x.size:
-        shifted = jnp.concatenate([jnp.pad(dy, ((0, 0), (a, 1 - a), (b, 1 - b), (0, 0)))
-                                   for a, b in offsets], axis=-1)
-        g = jnp.dot(shifted.reshape(-1, 4 * o).T, s.reshape(-1, 4 * c))  # (a, b, o), (rh, rw, c)
-        g = g.reshape(2, 2, o, 2, 2, c).transpose(0, 3, 1, 4, 5, 2)
-    else:
-        patches = jnp.concatenate([s[:, a:a + ho, b:b + wo] for a, b in offsets], axis=-1)
-        g = jnp.dot(dy.reshape(-1, o).T, patches.reshape(-1, 16 * c)).T  # (a, b, rh, rw, c), o
-        g = g.reshape(2, 2, 2, 2, c, o).transpose(0, 2, 1, 3, 4, 5)
-    return g.reshape(4, 4, c, o)
+    flat_s = s.reshape(-1, 4 * c)
+    blocks = []  # (o, (rh, rw, c)) for each offset (a, b)
+    for a, b in [(a, b) for a in (0, 1) for b in (0, 1)]:
+        if dy.size <= x.size:
+            shifted = jnp.pad(dy, ((0, 0), (a, 1 - a), (b, 1 - b), (0, 0))).reshape(-1, o)
+            blocks.append(jnp.dot(shifted.T, flat_s))
+        else:
+            patch = s[:, a:a + ho, b:b + wo].reshape(-1, 4 * c)
+            blocks.append(jnp.dot(dy.reshape(-1, o).T, patch))
+    g = jnp.stack(blocks).reshape(2, 2, o, 2, 2, c)  # (a, b, o, rh, rw, c)
+    return g.transpose(0, 3, 1, 4, 5, 2).reshape(4, 4, c, o)
 
 
 @jax.custom_vjp
@@ -120,11 +115,11 @@ down_conv.defvjp(_down_fwd, _down_bwd)
 @jax.custom_vjp
 def up_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """4x4 stride-2 'SAME' transposed convolution (flax's, kernel not flipped), NHWC x HWIO."""
-    return _transposed(x, kernel)
+    return _sub_pixel(x, kernel)
 
 
 def _up_fwd(x, kernel):
-    return _transposed(x, kernel), (x, kernel)
+    return _sub_pixel(x, kernel), (x, kernel)
 
 
 def _up_bwd(residuals, dy):

@@ -112,8 +112,11 @@ class DCGANGenerator(nn.Module, kw_only=True):
             dtype=self.dtype, param_dtype=self.param_dtype, name=f"bn{i}")
         bn_labels = labels if cbn else None
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        # Inference (train=False) runs XLA's own transposed convolution: a sample's pixels
+        # then do not depend on the batch it is generated in (`ganaug generate` promises it).
+        impl = self.conv_impl if train else "xla"
         up = lambda features, name, use_bias: convs.StrideTwoConv(  # noqa: E731
-            features=features, transpose=True, use_bias=use_bias, impl=self.conv_impl, name=name,
+            features=features, transpose=True, use_bias=use_bias, impl=impl, name=name,
             **kw)
 
         h = z.astype(self.dtype)
