@@ -74,6 +74,8 @@ def make_iteration(*, resolution, channels, width, batch, latent_dim, num_classe
     iteration() synchronises the device before returning. bfloat16: forward passes under
     `torch.autocast` (float32 parameters and optimizer state, as ganaug_jax's option)."""
     torch.manual_seed(seed)
+    if compile_it:  # a fresh compile cache per config: recompiles of the shared forward code
+        torch._dynamo.reset()  # across configs would hit dynamo's limit and fall back to eager
     g = Generator(resolution, channels, width, latent_dim, num_classes).to(device)
     d = Discriminator(resolution, channels, width, num_classes).to(device)
     x = torch.rand(batch, channels, resolution, resolution, device=device) * 2 - 1
