@@ -179,7 +179,7 @@ def _bench(args, overrides) -> int:
                          chart=chart(suite))
         else:
             scaling.run(counts=(1, 2) if args.quick else scaling.COUNTS, reps=args.reps,
-                        json_path=args.json)
+                        json_path=args.json, chart=chart(suite))
     return 0
 
 
@@ -189,13 +189,16 @@ BENCH_SUITES = ("augment", "train", "generate", "scaling")
 def enable_compilation_cache(path: str) -> bool:
     """JAX's persistent compilation cache in `path`: a second run of the same config loads
     its compiled programs instead of compiling them again. Every program is cached (no
-    minimum compile time or size). Returns False, with a notice, where it stays off: XLA:CPU
+    minimum compile time or size). Returns False (logged at INFO) where it stays off: XLA:CPU
     with more than 2 devices in one process, whose collectives hang when their executables
     are loaded back from the cache (seen with jax 0.10.2, 4 and 8 fake CPU devices)."""
+    import logging
+
     import jax
     if jax.devices()[0].platform == "cpu" and jax.local_device_count() > 2:
-        print(f"ganaug: compilation cache off on {jax.local_device_count()} CPU devices (XLA:CPU "
-              "collectives hang when loaded from the cache)", file=sys.stderr)
+        logging.getLogger("ganaug_jax").info(
+            "compilation cache off on %d CPU devices (XLA:CPU collectives hang when loaded "
+            "from the cache)", jax.local_device_count())
         return False
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -121,7 +121,6 @@ def test_second_run_of_a_config_loads_compiled_programs_from_the_cache(tmp_path)
     assert any(cache.iterdir())
     second, _ = probe("b", 1)  # a fresh run of the same config in another workdir
     assert second["code"] == 0 and second["misses"] == 0 and second["hits"] >= first["misses"]
-    # 8 CPU devices: off, with a notice (XLA:CPU collectives hang when loaded from the cache)
-    many, stderr = probe("c", 8)
+    # 8 CPU devices: off (XLA:CPU collectives hang when loaded from the cache)
+    many, _ = probe("c", 8)
     assert many["code"] == 0 and many["hits"] == 0 and many["misses"] == 0
-    assert "compilation cache off on 8 CPU devices" in stderr

@@ -45,7 +45,7 @@ def measure(counts=COUNTS, per_device_batch: int = 16, reps: int = 5, iters: int
 
 
 def run(*, counts=COUNTS, per_device_batch: int = 16, reps: int = 5,
-        json_path: str | None = None) -> list[dict]:
+        json_path: str | None = None, chart: str | None = None) -> list[dict]:
     if jax.device_count() >= max(counts):
         rows = measure(counts, per_device_batch, reps)
     elif jax.devices()[0].platform == "cpu":
@@ -65,4 +65,9 @@ def run(*, counts=COUNTS, per_device_batch: int = 16, reps: int = 5,
         [[r["devices"], r["global_batch"], f"{r['images_per_s']:,.1f}",
           f"{r['images_per_s_per_device']:,.1f}", f"{r['sharding_overhead']:.3f}x"]
          for r in rows]), flush=True)
+    if chart:
+        common.bar_chart(chart, [f"{r['devices']} dev" for r in rows],
+                         {"img/s": [r["images_per_s"] for r in rows],
+                          "img/s per device": [r["images_per_s_per_device"] for r in rows]},
+                         title=f"sharded training step, {rows[0]['device_kind']}")
     return rows
