@@ -225,14 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "or ~/.cache/ganaug_jax/jax_compilation_cache)")
     cache.add_argument("--no-compilation-cache", action="store_true",
                        help="compile everything afresh, read and write no cache")
-    add_parser = commands.add_parser
-
-    def add_command(*args, **kwargs):
-        return add_parser(*args, parents=[cache], **kwargs)
-    commands.add_parser = add_command
 
     train = commands.add_parser(
-        "train", help="train a GAN (resumes from the workdir's latest checkpoint)",
+        "train", parents=[cache], help="train a GAN (resumes from the workdir's latest checkpoint)",
         description="Train a GAN. Override any config key with --config.KEY=VALUE, "
                     "e.g. --config.seed=3 --config.num_steps=500.")
     train.add_argument("--config", required=True, help="a Python config file, e.g. configs/ring8.py")
@@ -242,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     gen = commands.add_parser(
-        "generate", help="sample the latest checkpoint into a labelled synthetic data set",
+        "generate", parents=[cache], help="sample the latest checkpoint into a labelled synthetic data set",
         description="Sample the generator of the latest checkpoint (EMA by default) and export "
                     "the samples with a manifest. Give exactly one of --num, --per-class, "
                     "--balance-to.")
@@ -274,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(run=_generate)
 
     ev = commands.add_parser(
-        "evaluate", help="does the GAN help a classifier? downstream arms and sample quality",
+        "evaluate", parents=[cache], help="does the GAN help a classifier? downstream arms and sample quality",
         description="Train a small classifier under the arms real / real+classical / real+gan / "
                     "real+both / gan for each seed, test on the run's held-out real split, and "
                     "measure sample quality; writes report.json, report.md and accuracy.png.")
@@ -284,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(run=_evaluate)
 
     demo = commands.add_parser(
-        "demo", help="train, generate and evaluate on low-data digits (about 5 minutes, 2 cores)",
+        "demo", parents=[cache], help="train, generate and evaluate on low-data digits (about 5 minutes, 2 cores)",
         description="The whole product on scikit-learn's digits with 10 real images per class: "
                     "train the conditional GAN, generate a balanced synthetic set, evaluate it "
                     "downstream, and write a report folder (WORKDIR/report/summary.md). Config "
@@ -295,13 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_flags(demo, seeds=[0, 1, 2])
     demo.set_defaults(run=_demo)
 
-    bench = add_parser(
+    bench = commands.add_parser(
         "bench", help="measure images/sec on this machine: augment, train, generate, scaling",
         description="Run benchmark suites (PROTOCOLS.md section 4): print a table, write one JSON "
                     "line per measurement (device kind and count, versions, shapes, dtype) and "
                     "draw a PNG chart per suite. Compile times are cold: bench does not use the "
                     "persistent compilation cache. The train suite times PyTorch peers when torch "
-                    "is installed (pip install -e '.[bench]').")
+                    "is installed (pip install torch).")
     bench.add_argument("--suite", choices=[*BENCH_SUITES, "all"], default="all",
                        help="default all (about 45 minutes on 2 CPU cores; --quick: minutes)")
     bench.add_argument("--json", default=None, metavar="FILE", help="append the JSON lines here")
