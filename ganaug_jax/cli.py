@@ -190,15 +190,17 @@ def enable_compilation_cache(path: str) -> bool:
     """JAX's persistent compilation cache in `path`: a second run of the same config loads
     its compiled programs instead of compiling them again. Every program is cached (no
     minimum compile time or size). Returns False (logged at INFO) where it stays off: XLA:CPU
-    with more than 2 devices in one process, whose collectives hang when their executables
-    are loaded back from the cache (seen with jax 0.10.2, 4 and 8 fake CPU devices)."""
+    with more than 2 devices in one process or with several processes, whose collectives hang
+    when their executables are loaded back from the cache (seen with jax 0.10.2: 4 and 8 fake
+    CPU devices in one process; 2 processes of 2 devices over gloo)."""
     import logging
 
     import jax
-    if jax.devices()[0].platform == "cpu" and jax.local_device_count() > 2:
+    if jax.devices()[0].platform == "cpu" and (jax.local_device_count() > 2
+                                               or jax.process_count() > 1):
         logging.getLogger("ganaug_jax").info(
-            "compilation cache off on %d CPU devices (XLA:CPU collectives hang when loaded "
-            "from the cache)", jax.local_device_count())
+            "compilation cache off on %d CPU devices in %d processes (XLA:CPU collectives hang "
+            "when loaded from the cache)", jax.device_count(), jax.process_count())
         return False
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -234,6 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", required=True, help="run directory (checkpoints, metrics, samples)")
     train.add_argument("--force", action="store_true", help="resume even if the config differs")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    multi = train.add_argument_group(
+        "multi-host (jax.distributed)", "run the same command in every process, each with its "
+        "own --process-id; the workdir must be on a file system all hosts share")
+    multi.add_argument("--distributed", action="store_true",
+                       help="join a jax.distributed run, detecting the cluster (Cloud TPU, "
+                            "SLURM, Open MPI) unless the three flags below are given")
+    multi.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="process 0's address (implies --distributed)")
+    multi.add_argument("--num-processes", type=int, default=None, metavar="N")
+    multi.add_argument("--process-id", type=int, default=None, metavar="I", help="0 <= I < N")
     train.set_defaults(run=_train)
 
     gen = commands.add_parser(
@@ -320,10 +332,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    # bench reports cold compile times: it never reads the persistent cache
-    if args.command != "bench" and not args.no_compilation_cache:
-        enable_compilation_cache(args.compilation_cache or default_cache_dir())
     try:
+        if args.command == "train" and (args.distributed or args.coordinator is not None
+                                        or args.num_processes is not None
+                                        or args.process_id is not None):
+            from ganaug_jax.train import distributed  # before anything starts JAX's backends
+            distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        # bench reports cold compile times: it never reads the persistent cache
+        if args.command != "bench" and not args.no_compilation_cache:
+            enable_compilation_cache(args.compilation_cache or default_cache_dir())
         return args.run(args, overrides)
     except (ValueError, RuntimeError) as error:  # bad input and stopped runs: one clear line
         print(f"ganaug {args.command}: error: {error}", file=sys.stderr)

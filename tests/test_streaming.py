@@ -5,7 +5,6 @@ read only their own rows of a global batch."""
 
 import json
 import pathlib
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,7 +19,7 @@ from ganaug_jax.data.sources import Source, batch_indices, draw_from_arrays, mak
 from ganaug_jax.data.streaming import HostStream
 from ganaug_jax.train import checkpoint, sharding
 from ganaug_jax.train.loop import train_and_evaluate
-from test_train import tiny_config
+from test_train import free_port, tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -243,12 +242,6 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_read_only_their_rows(tmp_path):
     """Multi-host simulation: 2 processes x 4 CPU devices; each reads only the columns of the
     global batch its devices hold, and together they form the single-process batch."""
@@ -258,7 +251,7 @@ def test_two_processes_read_only_their_rows(tmp_path):
     np.savez(data, **arrays)
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    port = _free_port()
+    port = free_port()
     outs = [str(tmp_path / f"p{i}.npz") for i in range(2)]
     workers = [subprocess.Popen([sys.executable, str(script), str(port), str(i), str(data),
                                  outs[i]], env=env, stdout=subprocess.PIPE,

@@ -6,6 +6,7 @@ Restarting with the same workdir resumes from the latest checkpoint and ends bit
 
 import json
 import pathlib
+import tempfile
 import time
 
 import jax
@@ -18,6 +19,7 @@ from ganaug_jax.data import mixtures
 from ganaug_jax.data.sources import make_batch_fn
 from ganaug_jax.data.streaming import HostStream
 from ganaug_jax.train import checkpoint, outputs, sharding
+from ganaug_jax.train.distributed import is_primary
 from ganaug_jax.train.build import build_run, build_step
 from ganaug_jax.train.state import TrainState, create_train_state
 
@@ -32,9 +34,8 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, *, force: boo
     path = pathlib.Path(workdir)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=path):  # a name of its own: processes may share path
+            pass
     except OSError as error:
         raise ValueError(f"--workdir {workdir!r} is not a writable directory: {error}") from None
     saved = path / "config.json"
@@ -61,7 +62,10 @@ def sample_ema(run, state: TrainState, z, labels):
 
 
 def _write_samples(path, run, state, config, latents):
+    # every process runs the sampling program (it spans all devices); process 0 writes the PNG
     samples = np.asarray(jax.jit(lambda s, z, y: sample_ema(run, s, z, y))(state, *latents))
+    if not is_primary():
+        return
     if run.source.is_image:
         rows = run.num_classes or int(np.sqrt(len(samples)))
         if run.num_classes:  # one row per class: sample i has label i % classes
@@ -76,7 +80,10 @@ def _write_samples(path, run, state, config, latents):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force: bool = False,
                        progress: bool = True) -> TrainState:
-    """Trains to config.num_steps (resuming from workdir's latest checkpoint); returns the state."""
+    """Trains to config.num_steps (resuming from workdir's latest checkpoint); returns the state.
+
+    Under jax.distributed every process calls this with the same arguments; the mesh spans
+    every process's devices and only process 0 writes config, metrics and samples."""
     config_lib.validate(config)
     mesh = sharding.make_mesh()
     sharding.check_batch_divisible(config.batch_size, mesh, "config key 'batch_size'")
@@ -97,7 +104,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     restored = checkpoint.restore_latest(manager, state)
     if restored is not None:
         state = restored
-    outputs.atomic_write_text(path / "config.json", config_lib.to_json(config))
+    primary = is_primary()
+    if primary:
+        outputs.atomic_write_text(path / "config.json", config_lib.to_json(config))
 
     step_fn = sharding.shard_step(build_step(config, run), mesh, batch_axis=1)
     batch_fn = jax.jit(make_batch_fn(run.source, batch_size=config.batch_size,
@@ -111,9 +120,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     latents = _fixed_latents(run, config.seed, 100 if run.source.is_image else 2500)
 
     start = int(state.step)
-    log = outputs.MetricsLog(path, resume_step=start)
+    log = outputs.MetricsLog(path, resume_step=start) if primary else None
     images_per_step = config.batch_size * config.optim.n_critic
-    bar = _progress(start, config.num_steps, progress)
+    bar = _progress(start, config.num_steps, progress and primary)
     pending = None  # metrics of the previous step, fetched one step late
     last_time, last_step = time.perf_counter(), start
     try:
@@ -138,7 +147,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
                 now = time.perf_counter()
                 rate = (done - last_step) * images_per_step / max(now - last_time, 1e-9)
                 last_time, last_step = now, done
-                log.write(done, dict(scalars, images_per_sec=rate))
+                if log is not None:
+                    log.write(done, dict(scalars, images_per_sec=rate))
                 bar.update(done, rate, scalars)
             if config.sample_every and done % config.sample_every == 0 or done == config.num_steps:
                 _write_samples(path / f"samples_{done:07d}.png", run, state, config, latents)
@@ -149,7 +159,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
             stream.close()
         manager.wait_until_finished()
         manager.close()
-        log.close()
+        if log is not None:
+            log.close()
         bar.close()
     return state
 
