@@ -5,7 +5,6 @@ read only their own rows of a global batch."""
 
 import json
 import pathlib
-import subprocess
 import sys
 import textwrap
 import threading
@@ -19,7 +18,7 @@ from ganaug_jax.data.sources import Source, batch_indices, draw_from_arrays, mak
 from ganaug_jax.data.streaming import HostStream
 from ganaug_jax.train import checkpoint, sharding
 from ganaug_jax.train.loop import train_and_evaluate
-from test_train import free_port, tiny_config
+from test_train import free_port, run_together, tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -253,19 +252,8 @@ def test_two_processes_read_only_their_rows(tmp_path):
            "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     port = free_port()
     outs = [str(tmp_path / f"p{i}.npz") for i in range(2)]
-    workers = [subprocess.Popen([sys.executable, str(script), str(port), str(i), str(data),
-                                 outs[i]], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-               for i in range(2)]
-    logs = []
-    for worker in workers:
-        try:
-            logs.append(worker.communicate(timeout=60)[0])
-        except subprocess.TimeoutExpired:  # a stuck peer: stop both, show what they said
-            for w in workers:
-                w.kill()
-            logs.append(worker.communicate()[0])
-    assert all(w.wait() == 0 for w in workers), "\n".join(log[-3000:] for log in logs)
+    run_together([[sys.executable, str(script), str(port), str(i), str(data), outs[i]]
+                  for i in range(2)], env, timeout=60)
 
     mesh = sharding.make_mesh(jax.devices()[:8])
     device = _device_batches(arrays, mesh, key, range(3), batch_size=16, n_critic=2)

@@ -185,23 +185,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cli_processes(*args, processes=2, devices=2):
-    """`ganaug *args` as one jax.distributed run of `processes` processes on 127.0.0.1."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    join = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", str(processes)]
-    workers = [subprocess.Popen([sys.executable, "-m", "ganaug_jax.cli", *args, *join,
-                                 "--process-id", str(i)], cwd=ROOT, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-               for i in range(processes)]
+def run_together(commands: list, env: dict, timeout: float) -> None:
+    """Runs the commands as concurrent processes (the peers of one jax.distributed run) and
+    asserts that every one exits 0; a stuck peer stops them all and shows what they printed."""
+    workers = [subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT) for command in commands]
     logs = []
     for worker in workers:
         try:
-            logs.append(worker.communicate(timeout=180)[0])
-        except subprocess.TimeoutExpired:  # a stuck peer: stop all, show what they said
+            logs.append(worker.communicate(timeout=timeout)[0])
+        except subprocess.TimeoutExpired:
             for w in workers:
                 w.kill()
             logs.append(worker.communicate()[0])
     assert all(w.wait() == 0 for w in workers), "\n".join(log[-3000:] for log in logs)
+
+
+def _cli_processes(*args, processes=2, devices=2):
+    """`ganaug *args` as one jax.distributed run of `processes` processes on 127.0.0.1."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    join = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", str(processes)]
+    run_together([[sys.executable, "-m", "ganaug_jax.cli", *args, *join, "--process-id", str(i)]
+                  for i in range(processes)], env, timeout=180)
 
 
 def test_two_processes_train_and_resume_like_one_process(tmp_path):
