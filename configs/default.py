@@ -37,6 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.architecture = "mlp"  # 'mlp' (vectors) or 'dcgan' (images)
     c.model.latent_dim = 64
+    c.model.latent_components = 0 # > 0: G's latent prior is a mixture of this many learned
+                                  # Gaussians (DeLiGAN); 0: a plain N(0, I)
+    c.model.latent_component_std = 0.25  # std of each mixture component
     c.model.width = 256           # hidden units (mlp) or channels of the last hidden layer (dcgan)
     c.model.depth = 3             # hidden layers (mlp); 0 lets dcgan derive it from the resolution
     c.model.spectral_norm = False # on every discriminator layer

@@ -117,9 +117,10 @@ _CHOICES = {
 }
 _POSITIVE = ("num_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every",
              "model.latent_dim", "model.width", "loss.r1_interval", "optim.n_critic",
+             "model.latent_component_std",
              "optim.g_lr", "optim.d_lr", "augment.ada_speed_images", "augment.ada_interval")
 _NON_NEGATIVE = ("seed", "sample_every", "data.resolution", "data.channels", "data.split_seed",
-                 "data.per_class", "data.subset_seed", "model.depth", "model.minibatch_std", "loss.gp_weight", "loss.r1_gamma",
+                 "data.per_class", "data.subset_seed", "model.depth", "model.latent_components", "model.minibatch_std", "loss.gp_weight", "loss.r1_gamma",
                  "loss.instance_noise_std", "loss.instance_noise_steps", "loss.feature_matching",
                  "loss.mode_seeking", "optim.warmup_steps", "optim.ema_half_life_images")
 _UNIT = ("loss.real_label", "optim.b1", "optim.b2", "augment.ada_initial_p")
@@ -131,6 +132,7 @@ KNOWN_KEYS = frozenset({
     "sample_every", "data.source", "data.data_dir", "data.resolution", "data.channels",
     "data.test_fraction", "data.split_seed", "data.per_class", "data.class_counts",
     "data.subset_seed", "data.placement", "model.architecture", "model.latent_dim", "model.width",
+    "model.latent_components", "model.latent_component_std",
     "model.depth", "model.spectral_norm", "model.minibatch_std", "model.conditional", "model.conditioning",
     "model.compute_dtype", "model.conv_impl", "loss.name", "loss.gp_weight", "loss.r1_gamma", "loss.r1_interval",
     "loss.real_label", "loss.instance_noise_std", "loss.instance_noise_steps",

@@ -56,7 +56,7 @@ def _run_steps(config, devices, steps=3):
 
 
 @pytest.mark.parametrize("source, overrides", [
-    ("ring8", {"loss.r1_gamma": 1.0, "optim.n_critic": 2}),
+    ("ring8", {"loss.r1_gamma": 1.0, "optim.n_critic": 2, "model.latent_components": 16}),
     ("digits", {"loss.name": "hinge", "model.spectral_norm": True}),
 ])
 def test_eight_devices_equal_one_device(source, overrides):

@@ -29,14 +29,14 @@ import jax.numpy as jnp
 from ganaug_jax.models import convs, layers
 from ganaug_jax.models.dcgan import DCGAN_RESOLUTIONS, DCGANDiscriminator, DCGANGenerator
 from ganaug_jax.models.layers import (CONDITIONINGS, STATE_COLLECTION, ConditionalBatchNorm,
-                                      ProjectionHead)
+                                      MixtureLatent, ProjectionHead)
 from ganaug_jax.models.mlp import MLPDiscriminator, MLPGenerator
 
 MLP_DEFAULT_DEPTH = 3
 
 
 def _make_mlp(data_shape, *, num_classes, latent_dim, width, depth, spectral_norm,
-              conditioning, minibatch_std, conv_impl, dtype):
+              conditioning, minibatch_std, conv_impl, latent_prior, dtype):
     if len(data_shape) != 1:
         raise ValueError(f"data_shape for mlp must be (D,), got {data_shape!r}")
     if conditioning != "concat":
@@ -46,7 +46,8 @@ def _make_mlp(data_shape, *, num_classes, latent_dim, width, depth, spectral_nor
         raise ValueError(f"minibatch_std is for dcgan only, got {minibatch_std!r} for mlp")
     depth = MLP_DEFAULT_DEPTH if depth is None else depth
     generator = MLPGenerator(data_dim=data_shape[0], latent_dim=latent_dim,
-                             num_classes=num_classes, width=width, depth=depth, dtype=dtype)
+                             num_classes=num_classes, width=width, depth=depth,
+                             **latent_prior, dtype=dtype)
     discriminator = MLPDiscriminator(data_dim=data_shape[0], num_classes=num_classes,
                                      width=width, depth=depth, spectral_norm=spectral_norm,
                                      dtype=dtype)
@@ -54,10 +55,11 @@ def _make_mlp(data_shape, *, num_classes, latent_dim, width, depth, spectral_nor
 
 
 def _make_dcgan(data_shape, *, num_classes, latent_dim, width, depth, spectral_norm,
-                conditioning, minibatch_std, conv_impl, dtype):
+                conditioning, minibatch_std, conv_impl, latent_prior, dtype):
     generator = DCGANGenerator(image_shape=data_shape, latent_dim=latent_dim,
                                num_classes=num_classes, width=width, depth=depth,
-                               conditioning=conditioning, conv_impl=conv_impl, dtype=dtype)
+                               conditioning=conditioning, conv_impl=conv_impl,
+                               **latent_prior, dtype=dtype)
     discriminator = DCGANDiscriminator(image_shape=data_shape, num_classes=num_classes,
                                        width=width, depth=depth, spectral_norm=spectral_norm,
                                        minibatch_std=minibatch_std, conv_impl=conv_impl,
@@ -75,6 +77,7 @@ def make_gan(architecture: str, *, data_shape: tuple, num_classes: int = 0,
              latent_dim: int = 64, width: int = 64, depth: int | None = None,
              spectral_norm: bool = False, conditioning: str = "concat",
              minibatch_std: int = 0, conv_impl: str = "custom_vjp",
+             latent_components: int = 0, latent_component_std: float = 0.25,
              dtype: Any = jnp.float32) -> tuple[nn.Module, nn.Module]:
     """Returns unbound (generator, discriminator) modules for `architecture`.
 
@@ -85,7 +88,9 @@ def make_gan(architecture: str, *, data_shape: tuple, num_classes: int = 0,
     spectral_norm applies to every discriminator layer. minibatch_std > 0 (dcgan): the
     discriminator sees ProGAN's minibatch standard deviation over groups of that many
     samples (the batch must divide by it). conv_impl (dcgan): 'custom_vjp' or 'xla', how the
-    stride-2 convolutions are differentiated (see models/convs.py). Raises ValueError on bad arguments.
+    stride-2 convolutions are differentiated (see models/convs.py). latent_components > 0: the
+    generator's latent prior is a mixture of that many learned Gaussians of std
+    latent_component_std (`layers.MixtureLatent`). Raises ValueError on bad arguments.
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, "
@@ -106,15 +111,20 @@ def make_gan(architecture: str, *, data_shape: tuple, num_classes: int = 0,
     layers.check_conditioning(conditioning)
     layers.check_positive_int(minibatch_std, "minibatch_std", minimum=0)
     convs.check_conv_impl(conv_impl)
+    layers.check_positive_int(latent_components, "latent_components", minimum=0)
+    if latent_components:  # its constructor checks latent_component_std
+        layers.MixtureLatent(components=latent_components, std=latent_component_std)
     layers.check_dtype(dtype)
     return ARCHITECTURES[architecture](
         data_shape, num_classes=num_classes, latent_dim=latent_dim, width=width, depth=depth,
         spectral_norm=spectral_norm, conditioning=conditioning, minibatch_std=minibatch_std,
-        conv_impl=conv_impl, dtype=dtype)
+        conv_impl=conv_impl, dtype=dtype,
+        latent_prior=dict(latent_components=latent_components,
+                          latent_component_std=latent_component_std))
 
 
 __all__ = [
     "ARCHITECTURES", "CONDITIONINGS", "DCGAN_RESOLUTIONS", "STATE_COLLECTION",
     "ConditionalBatchNorm", "DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator",
-    "MLPGenerator", "ProjectionHead", "make_gan",
+    "MLPGenerator", "MixtureLatent", "ProjectionHead", "make_gan",
 ]

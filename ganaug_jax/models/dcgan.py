@@ -62,6 +62,7 @@ class DCGANGenerator(nn.Module, kw_only=True):
     labels: (N,) int, required iff num_classes > 0. conditioning 'concat': a learned class
     embedding (num_classes, embed_dim or latent_dim), N(0, 1) initialised, concatenated to z;
     'cbn': conditional BatchNorm everywhere. State: BN statistics in 'batch_stats'.
+    latent_components > 0: z first goes through `layers.MixtureLatent` (params 'latent/centres').
     Params: 'embed' (concat only), 'project', 'bn0'..'bn{n-1}', 'deconv1'..'deconv{n}'.
     """
 
@@ -74,11 +75,14 @@ class DCGANGenerator(nn.Module, kw_only=True):
     embed_dim: int | None = None
     bn_momentum: float = 0.9
     conv_impl: str = "custom_vjp"
+    latent_components: int = 0
+    latent_component_std: float = 0.25
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
         check_image_shape(self.image_shape, self.depth)
+        layers.check_positive_int(self.latent_components, "latent_components", minimum=0)
         for name in ("latent_dim", "width"):
             layers.check_positive_int(getattr(self, name), name)
         layers.check_positive_int(self.num_classes, "num_classes", minimum=0)
@@ -119,7 +123,8 @@ class DCGANGenerator(nn.Module, kw_only=True):
             features=features, transpose=True, use_bias=use_bias, impl=impl, name=name,
             **kw)
 
-        h = z.astype(self.dtype)
+        h = layers.latent_prior(z, self.latent_components, self.latent_component_std)
+        h = h.astype(self.dtype)
         if self.num_classes > 0 and not cbn:
             e = nn.Embed(self.num_classes, self.embed_dim or self.latent_dim,
                          embedding_init=nn.initializers.normal(1.0), name="embed", **kw)(labels)

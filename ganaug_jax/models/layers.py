@@ -147,6 +147,47 @@ class ProjectionHead(nn.Module, kw_only=True):
         return logits + jnp.sum(class_vectors * phi.astype(jnp.float32), axis=-1)
 
 
+class MixtureLatent(nn.Module, kw_only=True):
+    """A latent prior with gaps: z ~ N(0, I) -> mu[c] + std * z, c uniform over `components`.
+
+    The generator still takes standard-normal latents (so sampling, truncation and the
+    per-index streams of `ganaug generate` are unchanged); this first stage turns them into a
+    uniform mixture of Gaussians with learned means (DeLiGAN, Gurumurthy et al. 2017;
+    GM-GAN, Ben-Yosef & Weinshall 2018). The component is c = floor(K * Phi(z[:, 0])) (Phi the
+    normal CDF), so it is uniform and a deterministic function of z. A continuous generator
+    fed a connected latent must spend latent mass on paths between separated modes; with
+    separated components it need not. z: (N, D) float; returns (N, D) float32.
+    Params: 'centres' (K, D), N(0, 1) initialised.
+    """
+
+    components: int
+    std: float = 0.25
+
+    def __post_init__(self):
+        check_positive_int(self.components, "latent_components")
+        if not (isinstance(self.std, (int, float)) and not isinstance(self.std, bool)
+                and self.std > 0):
+            raise ValueError(f"latent_component_std must be a float > 0, got {self.std!r}")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        z = z.astype(jnp.float32)
+        centres = self.param("centres", nn.initializers.normal(1.0),
+                             (self.components, z.shape[-1]), jnp.float32)
+        uniform = jax.scipy.special.ndtr(z[:, 0])
+        component = jnp.minimum((uniform * self.components).astype(jnp.int32),
+                                self.components - 1)
+        return centres[component] + jnp.float32(self.std) * z
+
+
+def latent_prior(z: jax.Array, components: int, std: float) -> jax.Array:
+    """z itself (components == 0) or its `MixtureLatent` image; call inside a compact method."""
+    if components == 0:
+        return z
+    return MixtureLatent(components=components, std=std, name="latent")(z)
+
+
 def minibatch_std(h: jax.Array, group_size: int) -> jax.Array:
     """ProGAN's minibatch standard deviation: (N, H, W, C) -> (N, H, W, C + 1), the extra
     channel being the mean over features of the std across each group of `group_size`

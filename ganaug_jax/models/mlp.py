@@ -39,6 +39,8 @@ class MLPGenerator(nn.Module, kw_only=True):
     labels: (N,) int, required iff num_classes > 0; a learned class embedding
     (num_classes, embed_dim or latent_dim), N(0, 1) initialised, is concatenated to z.
     `train` is accepted for interface uniformity (this generator has no state).
+    latent_components > 0: z first goes through `layers.MixtureLatent` (a mixture prior with
+    that many learned components of std latent_component_std; params 'latent/centres').
     Params: 'embed' (conditional only), 'dense0'..'dense{depth-1}', 'out'.
     """
 
@@ -48,10 +50,13 @@ class MLPGenerator(nn.Module, kw_only=True):
     width: int = 64
     depth: int = 3
     embed_dim: int | None = None
+    latent_components: int = 0
+    latent_component_std: float = 0.25
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
+        layers.check_positive_int(self.latent_components, "latent_components", minimum=0)
         for name in ("data_dim", "latent_dim", "width", "depth"):
             layers.check_positive_int(getattr(self, name), name)
         layers.check_positive_int(self.num_classes, "num_classes", minimum=0)
@@ -70,7 +75,8 @@ class MLPGenerator(nn.Module, kw_only=True):
         del train  # No state.
         layers.check_inputs(z, (self.latent_dim,), "z")
         layers.check_labels(labels, self.num_classes, z.shape[0])
-        h = z.astype(self.dtype)
+        h = layers.latent_prior(z, self.latent_components, self.latent_component_std)
+        h = h.astype(self.dtype)
         if self.num_classes > 0:
             e = nn.Embed(self.num_classes, self.embed_dim or self.latent_dim,
                          embedding_init=nn.initializers.normal(1.0), dtype=self.dtype,

@@ -49,7 +49,8 @@ def build_run(config: ml_collections.ConfigDict) -> Run:
         m.architecture, data_shape=source.shape, num_classes=num_classes,
         latent_dim=m.latent_dim, width=m.width, depth=m.depth or None,
         spectral_norm=m.spectral_norm, conditioning=m.conditioning, minibatch_std=m.minibatch_std,
-        conv_impl=m.conv_impl,
+        conv_impl=m.conv_impl, latent_components=m.latent_components,
+        latent_component_std=m.latent_component_std,
         dtype=jnp.bfloat16 if m.compute_dtype == "bfloat16" else jnp.float32)
     # D steps n_critic times per G step: its schedule runs over that many updates.
     g_tx = make_optimizer(config.optim.g_lr, config.optim, config.num_steps)

@@ -173,6 +173,10 @@ def generate(run, state, *, num: int | None = None, seed: int, label: int | None
             not 0 <= first_index <= np.iinfo(np.int32).max - num - batch_size:
         raise ValueError(f"first_index must be an int >= 0 (int32 range), got {first_index!r}")
     check_truncation(truncation)
+    if truncation is not None and getattr(run.generator, "latent_components", 0):
+        raise ValueError("--truncation truncates the N(0, I) latents, which would also skew the "
+                         "choice of mixture component of this run (model.latent_components > 0); "
+                         "generate without it")
     base = jax.random.key(seed)
     sampler = _sampler(run, truncation, use_ema)
 
