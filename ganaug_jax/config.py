@@ -18,6 +18,22 @@ import ml_collections
 RESUMABLE_KEYS = {"num_steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every",
                   "data.placement", "model.conv_impl"}
 
+# Keys added after runs were first written, each with the value that computes what runs saved
+# before it computed: a saved config without the key reads as having that value.
+BACKFILLED = {"model.latent_components": 0, "model.latent_component_std": 0.25}
+
+
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+    """A run's config.json contents as a ConfigDict, absent BACKFILLED keys filled in."""
+    saved = json.loads(json.dumps(saved))  # a deep copy
+    for key, value in BACKFILLED.items():
+        *parents, leaf = key.split(".")
+        node = saved
+        for part in parents:
+            node = node.setdefault(part, {})
+        node.setdefault(leaf, value)
+    return ml_collections.ConfigDict(saved)
+
 
 def load_config(path: str) -> ml_collections.ConfigDict:
     file = pathlib.Path(path)
@@ -93,7 +109,7 @@ def flatten(config) -> dict:
     return out
 
 
-def differing_keys(saved: dict, current: ml_collections.ConfigDict) -> list:
+def differing_keys(saved, current: ml_collections.ConfigDict) -> list:
     """Keys whose values differ (ignoring RESUMABLE_KEYS), as 'key: saved -> current'."""
     a, b = flatten(saved), flatten(current)
     keys = sorted(set(a) | set(b))

@@ -301,3 +301,25 @@ def test_bfloat16_compute_keeps_float32_params_and_optimizer_state():
     floats = [x for x in leaves if np.issubdtype(np.asarray(x).dtype, np.floating)]
     assert floats and all(np.asarray(x).dtype == np.float32 for x in floats)
     assert all(np.isfinite(np.asarray(x)).all() for x in floats)
+
+
+def test_runs_saved_before_a_key_existed_resume_and_generate(tmp_path):
+    """A config.json written before the BACKFILLED keys existed reads as having their old
+    values: the run resumes without --force and generates; defaults agree with the table."""
+    defaults = config_lib.flatten(config_lib.load_config(str(ROOT / "configs" / "default.py")))
+    for key, value in config_lib.BACKFILLED.items():
+        assert defaults[key] == value
+    config = tiny_config("ring8", num_steps=3, checkpoint_every=3)
+    workdir = tmp_path / "run"
+    train_and_evaluate(config, str(workdir), progress=False)
+    saved = json.loads((workdir / "config.json").read_text())
+    del saved["model"]["latent_components"], saved["model"]["latent_component_std"]
+    (workdir / "config.json").write_text(json.dumps(saved))
+    x = generate(*load_run_state(str(workdir))[1:], num=4, seed=0)["x"]
+    assert x.shape == (4, 2)
+    state = train_and_evaluate(config_lib.apply_overrides(config, ["num_steps=6"]),
+                               str(workdir), progress=False)
+    assert int(state.step) == 6
+    changed = config_lib.apply_overrides(config, ["model.latent_components=4", "num_steps=9"])
+    with pytest.raises(ValueError, match="model.latent_components: 0 -> 4"):
+        train_and_evaluate(changed, str(workdir), progress=False)

@@ -12,7 +12,6 @@ import math
 import pathlib
 
 import jax
-import ml_collections
 import numpy as np
 
 from ganaug_jax import config as config_lib
@@ -28,7 +27,7 @@ def load_run_state(workdir: str):
     saved = path / "config.json"
     if not saved.is_file():
         raise ValueError(f"--workdir {workdir!r} holds no run (no config.json)")
-    config = ml_collections.ConfigDict(json.loads(saved.read_text()))
+    config = config_lib.from_saved(json.loads(saved.read_text()))
     config_lib.validate(config)
     run = build_run(config)
     like = create_train_state(

@@ -40,7 +40,8 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, *, force: boo
         raise ValueError(f"--workdir {workdir!r} is not a writable directory: {error}") from None
     saved = path / "config.json"
     if saved.exists():
-        differing = config_lib.differing_keys(json.loads(saved.read_text()), config)
+        differing = config_lib.differing_keys(config_lib.from_saved(json.loads(saved.read_text())),
+                                              config)
         if differing and not force:
             raise ValueError(
                 f"--workdir {workdir!r} holds a run with a different config; differing keys:\n  "
