@@ -150,8 +150,9 @@ class ProjectionHead(nn.Module, kw_only=True):
 class MixtureLatent(nn.Module, kw_only=True):
     """A latent prior with gaps: z ~ N(0, I) -> mu[c] + std * z, c uniform over `components`.
 
-    The generator still takes standard-normal latents (so sampling, truncation and the
-    per-index streams of `ganaug generate` are unchanged); this first stage turns them into a
+    The generator still takes standard-normal latents (so sampling and the per-index streams
+    of `ganaug generate` are unchanged; truncating z would skew the component, so `generate`
+    refuses --truncation for such runs); this first stage turns them into a
     uniform mixture of Gaussians with learned means (DeLiGAN, Gurumurthy et al. 2017;
     GM-GAN, Ben-Yosef & Weinshall 2018). The component is c = floor(K * Phi(z[:, 0])) (Phi the
     normal CDF), so it is uniform and a deterministic function of z. A continuous generator
