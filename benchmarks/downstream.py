@@ -1,7 +1,7 @@
 """Does GAN data help a classifier? The digits low-data and imbalanced experiments (PROTOCOLS §2).
 
 Low data: for k real images per class and seed s, train the GAN of configs/digits_lowdata.py on
-those k x 10 images (data.per_class=k, data.subset_seed=s, seed=s), draw 200 samples per class
+those k x 10 images (data.per_class=k, data.subset_seed=s, seed=s), draw 1,000 samples per class
 from its EMA generator, and train the downstream classifier under every arm with seed s; all
 arms are tested on the same held-out real split (data.split_seed 0, 25 %).
 Imbalanced: classes 3, 5 and 8 cut to 5 real images, the others 50; the GAN trains on that set,
@@ -117,7 +117,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, nargs="*", default=[5, 10, 20])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--imbalanced", action="store_true")
-    parser.add_argument("--synthetic-per-class", type=int, default=200)
+    parser.add_argument("--synthetic-per-class", type=int,
+                        default=protocol.EvaluateOptions().synthetic_per_class)
     parser.add_argument("--synthetic-fraction", type=float,
                         default=protocol.EvaluateOptions().synthetic_fraction,
                         help="share of GAN samples in each real+gan / real+both batch")

@@ -134,8 +134,9 @@ def _add_evaluate_flags(parser, *, seeds) -> None:
     parser.add_argument("--arms", nargs="+", default=None, metavar="ARM",
                         help="arms to train, from real real+classical real+gan real+both gan "
                              "(default: all)")
-    parser.add_argument("--synthetic-per-class", type=int, default=200,
-                        help="GAN samples per class (default 200)")
+    # the defaults of protocol.EvaluateOptions (not imported here: `ganaug --help` stays fast)
+    parser.add_argument("--synthetic-per-class", type=int, default=1000,
+                        help="GAN samples per class (default 1000)")
     parser.add_argument("--synthetic-fraction", type=float, default=0.25,
                         help="share of GAN samples in each mixed batch (default 0.25)")
     parser.add_argument("--classifier-steps", type=int, default=None,

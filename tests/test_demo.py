@@ -102,3 +102,13 @@ def test_bar_chart_draws_bars_proportional_to_values():
     blue = np.all(pixels == (46, 110, 190), axis=-1)
     heights = [blue[:, :100].sum(0).max(), blue[:, 100:].sum(0).max()]
     assert heights[1] == pytest.approx(2 * heights[0], abs=2)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "demo"])
+def test_cli_defaults_are_the_protocol_defaults(command):
+    """The CLI spells the protocol's defaults out (it does not import JAX to build --help)."""
+    parser = cli.build_parser()
+    args = parser.parse_args([command] + (["--workdir", "w", "--out", "o"] if command == "evaluate" else []))
+    defaults = protocol.EvaluateOptions()
+    assert args.synthetic_per_class == defaults.synthetic_per_class
+    assert args.synthetic_fraction == defaults.synthetic_fraction
