@@ -111,9 +111,7 @@ def make_gan(architecture: str, *, data_shape: tuple, num_classes: int = 0,
     layers.check_conditioning(conditioning)
     layers.check_positive_int(minibatch_std, "minibatch_std", minimum=0)
     convs.check_conv_impl(conv_impl)
-    layers.check_positive_int(latent_components, "latent_components", minimum=0)
-    if latent_components:  # its constructor checks latent_component_std
-        layers.MixtureLatent(components=latent_components, std=latent_component_std)
+    layers.check_latent_prior(latent_components, latent_component_std)
     layers.check_dtype(dtype)
     return ARCHITECTURES[architecture](
         data_shape, num_classes=num_classes, latent_dim=latent_dim, width=width, depth=depth,

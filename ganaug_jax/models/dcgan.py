@@ -82,7 +82,7 @@ class DCGANGenerator(nn.Module, kw_only=True):
 
     def __post_init__(self):
         check_image_shape(self.image_shape, self.depth)
-        layers.check_positive_int(self.latent_components, "latent_components", minimum=0)
+        layers.check_latent_prior(self.latent_components, self.latent_component_std)
         for name in ("latent_dim", "width"):
             layers.check_positive_int(getattr(self, name), name)
         layers.check_positive_int(self.num_classes, "num_classes", minimum=0)

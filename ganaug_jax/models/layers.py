@@ -38,6 +38,13 @@ def check_dtype(dtype: Any, name: str = "dtype") -> None:
         raise ValueError(f"{name} must be jnp.float32 or jnp.bfloat16, got {dtype!r}")
 
 
+def check_latent_prior(components: Any, std: Any, *, minimum: int = 0) -> None:
+    """Raises ValueError unless components is an int >= minimum and std a float > 0."""
+    check_positive_int(components, "latent_components", minimum=minimum)
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
+        raise ValueError(f"latent_component_std must be a float > 0, got {std!r}")
+
+
 def check_conditioning(conditioning: Any) -> None:
     """Raises ValueError unless `conditioning` is one of CONDITIONINGS."""
     if conditioning not in CONDITIONINGS:
@@ -165,10 +172,7 @@ class MixtureLatent(nn.Module, kw_only=True):
     std: float = 0.25
 
     def __post_init__(self):
-        check_positive_int(self.components, "latent_components")
-        if not (isinstance(self.std, (int, float)) and not isinstance(self.std, bool)
-                and self.std > 0):
-            raise ValueError(f"latent_component_std must be a float > 0, got {self.std!r}")
+        check_latent_prior(self.components, self.std, minimum=1)
         super().__post_init__()
 
     @nn.compact

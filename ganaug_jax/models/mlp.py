@@ -56,7 +56,7 @@ class MLPGenerator(nn.Module, kw_only=True):
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
-        layers.check_positive_int(self.latent_components, "latent_components", minimum=0)
+        layers.check_latent_prior(self.latent_components, self.latent_component_std)
         for name in ("data_dim", "latent_dim", "width", "depth"):
             layers.check_positive_int(getattr(self, name), name)
         layers.check_positive_int(self.num_classes, "num_classes", minimum=0)
