@@ -20,10 +20,15 @@ into one pure function `(key, images, p) -> images` that resamples each image on
 applies one colour transform; `diffaugment` and `ada` build the published presets, and
 `make_ada_update` is StyleGAN2-ADA's adaptive-p controller. Everything works under jit,
 vmap and grad, and on batches sharded over devices.
+
+On CPU the resample + colour pass runs as an XLA FFI kernel when the package's C++ extension
+was built at install time (`fast_kernels_available()`); `without_fast_kernels()` traces the
+pure-JAX path instead. Both give the same results to float32 rounding.
 """
 
 from ganaug_jax.augment._ada import AdaState, ada_init, make_ada_update
 from ganaug_jax.augment._contract import BORDERS, INTERPOLATIONS
+from ganaug_jax.augment._warp import fast_kernels_available, without_fast_kernels
 from ganaug_jax.augment._ops import (adjust_brightness, adjust_contrast, adjust_gamma, adjust_hue,
                                      adjust_saturation, affine_transform, anisotropic_scale,
                                      crop_and_resize, cutout, flip_left_right, flip_up_down,
@@ -42,6 +47,7 @@ from ganaug_jax.augment._specs import OPS, Op, op
 
 __all__ = [
     "AdaState", "ada_init", "make_ada_update", "BORDERS", "INTERPOLATIONS",
+    "fast_kernels_available", "without_fast_kernels",
     "adjust_brightness", "adjust_contrast", "adjust_gamma", "adjust_hue", "adjust_saturation",
     "affine_transform", "anisotropic_scale", "crop_and_resize", "cutout", "flip_left_right",
     "flip_up_down", "gaussian_blur", "gaussian_noise", "grayscale", "luma_flip", "rot90",

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from ganaug_jax.augment import _colour, _geometry, _pixel, _resample
+from ganaug_jax.augment import _warp as _warp_lib
 from ganaug_jax.augment._contract import (BORDERS, INTERPOLATIONS, check_choice, check_images,
                                           check_param)
 
@@ -15,8 +16,8 @@ from ganaug_jax.augment._contract import (BORDERS, INTERPOLATIONS, check_choice,
 def _warp(images, matrices, border, interpolation, fill):
     check_choice(border, BORDERS, "border")
     check_choice(interpolation, INTERPOLATIONS, "interpolation")
-    out = _resample.resample(images.astype(jnp.float32), matrices, border=border,
-                             interpolation=interpolation, fill=fill)
+    out, _ = _warp_lib.warp(images.astype(jnp.float32), matrices, border=border,
+                            interpolation=interpolation, fill=fill)
     return out.astype(images.dtype)
 
 

@@ -2,9 +2,10 @@
 
 Consecutive geometric ops become one resample per image (their matrices are multiplied);
 consecutive colour ops become one per-pixel colour transform (their colour matrices are
-multiplied). Pixel ops (gamma, cutout, noise, blur, filter) run where they stand. Fusing
-changes nothing but rounding: the result equals applying the ops one by one. Geometric ops
-must therefore be contiguous, and so must colour ops.
+multiplied), applied in the same pass as the resample when they follow it (`_warp`: one XLA
+FFI kernel on CPU where it was built). Pixel ops (gamma, cutout, noise, blur, filter) run
+where they stand. Fusing changes nothing but rounding: the result equals applying the ops one
+by one. Geometric ops must therefore be contiguous, and so must colour ops.
 """
 
 import itertools
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ganaug_jax.augment import _colour, _resample
+from ganaug_jax.augment import _colour, _resample, _warp
 from ganaug_jax.augment._contract import (BORDERS, INTERPOLATIONS, check_choice, check_images,
                                           check_probability)
 from ganaug_jax.augment._specs import COLOUR, GEOMETRIC, Op, sample
@@ -38,37 +39,70 @@ def _check_ops(ops: Sequence[Op]) -> list:
     return ops
 
 
-def run_geometric(images, params_and_ops, border, interpolation, fill):
-    """One resample for a run of geometric ops. images: float32 (N, H, W, C)."""
-    n, h, w, _ = images.shape
+def geometry_matrix(shape, params_and_ops):
+    """The product (N, 3, 3) of a run of geometric ops' matrices for images of `shape`."""
+    n, h, w, _ = shape
     matrix = _resample.identity(n)
     for params, op in params_and_ops:
         matrix = _colour.compose(matrix, op.build(params, h, w))
-    return _resample.resample(images, matrix, border=border, interpolation=interpolation, fill=fill)
+    return matrix
+
+
+def colour_matrix(shape, params_and_ops, channel_means):
+    """The product (N, C+1, C+1) of a run of colour ops' matrices.
+
+    channel_means: a function returning the (N, C) channel means of the images the run
+    applies to; called only when an op needs them (contrast).
+    """
+    n, _, _, c = shape
+    matrix = _colour.identity(n, c)
+    mean = channel_means() if any(op.needs_mean for _, op in params_and_ops) else None
+    for params, op in params_and_ops:
+        current_mean = None if mean is None else _colour.transform_mean(matrix, mean)
+        matrix = _colour.compose(op.build(params, c, current_mean), matrix)
+    return matrix
+
+
+def run_geometric(images, geometric, colour, border, interpolation, fill):
+    """One pass for a run of geometric ops and the run of colour ops right after it (may be
+    empty): one resample and one colour matrix per image. images: float32 (N, H, W, C)."""
+    options = dict(border=border, interpolation=interpolation, fill=fill)
+    geometry = geometry_matrix(images.shape, geometric)
+    if not colour:
+        return _warp.warp(images, geometry, **options)[0]
+    if not any(op.needs_mean for _, op in colour):
+        colours = colour_matrix(images.shape, colour, channel_means=None)
+        return _warp.warp(images, geometry, colours, **options)[0]
+    # Contrast needs the means of the resampled images, which the warp itself computes. The
+    # colour matrix is affine in those means through its offset column only (every op's
+    # linear part is mean-free): the warp applies it at mean 0 and adds slope @ means, the
+    # slope read off the offsets at unit means.
+    n, _, _, c = images.shape
+    unit = jnp.eye(c, dtype=jnp.float32)
+    offset_at = [colour_matrix(images.shape, colour, lambda m=m: jnp.broadcast_to(m, (n, c)))
+                 for m in [jnp.zeros(c, jnp.float32), *unit]]
+    at_zero = offset_at[0]
+    slope = jnp.stack([m[:, :c, c] - at_zero[:, :c, c] for m in offset_at[1:]], axis=2)
+    return _warp.warp(images, geometry, at_zero, slope, **options)[0]
 
 
 def run_colour(images, params_and_ops):
     """One colour transform for a run of colour ops. images: float32 (N, H, W, C)."""
-    n, _, _, c = images.shape
-    matrix = _colour.identity(n, c)
-    mean = None
-    if any(op.needs_mean for _, op in params_and_ops):
-        mean = _colour.channel_means(images)
-    for params, op in params_and_ops:
-        current_mean = None if mean is None else _colour.transform_mean(matrix, mean)
-        matrix = _colour.compose(op.build(params, c, current_mean), matrix)
+    matrix = colour_matrix(images.shape, params_and_ops,
+                           lambda: _colour.channel_means(images))
     return _colour.apply(images, matrix)
 
 
 def apply_ops(images, params_and_ops, *, border, interpolation, fill):
-    """Applies ops with given parameters, fusing runs of the same kind. float32 in and out."""
-    for kind, run in itertools.groupby(params_and_ops, key=lambda item: item[1].kind):
-        run = list(run)
+    """Applies ops with given parameters, fusing runs of the same kind (and a geometric run
+    with the colour run that follows it). float32 in and out."""
+    runs = [(kind, list(run))
+            for kind, run in itertools.groupby(params_and_ops, key=lambda item: item[1].kind)]
+    while runs:
+        kind, run = runs.pop(0)
         if kind == GEOMETRIC:
-            images = run_geometric(images, run, border, interpolation, fill)
-            # Keep the gather out of the consumers' fusions: XLA would otherwise repeat it
-            # once per output channel of the colour transform that follows.
-            images = lax.optimization_barrier(images)
+            colour = runs.pop(0)[1] if runs and runs[0][0] == COLOUR else []
+            images = run_geometric(images, run, colour, border, interpolation, fill)
         elif kind == COLOUR:
             images = run_colour(images, run)
         else:

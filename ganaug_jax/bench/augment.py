@@ -19,7 +19,8 @@ Each peer runs in its own idiom and fastest path:
   * kornia (only if `import kornia` works): NCHW torch tensors, `AugmentationSequential`,
     eager, and `torch.compile` with `--torch-compile`.
   * ganaug_jax: `ganaug_pipeline()`, border 'edge' (= dm-pix's 'nearest'), one fused resample
-    and one colour matrix.
+    and colour pass (the XLA:CPU kernel where it was built); row 'ganaug_jax (pure JAX)' is
+    the same pipeline traced under `augment.without_fast_kernels()`, timed in the same loop.
 
 Protocol (PROTOCOLS.md section 4): random inputs (never zeros); compile time measured
 separately (`.lower().compile()`), then one warm-up call; `jax.block_until_ready` before every
@@ -44,6 +45,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import datetime  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
@@ -58,6 +60,7 @@ from ganaug_jax import augment as A  # noqa: E402
 from ganaug_jax.bench import common  # noqa: E402
 
 SHAPES = ((256, 32, 32, 3), (64, 64, 64, 3), (32, 224, 224, 3))
+PURE = "ganaug_jax (pure JAX)"  # the same pipeline traced without the XLA:CPU kernel
 MAX_DEGREES, MAX_FRACTION, MAX_DELTA, FACTOR_RANGE = 15.0, 0.125, 0.2, (0.8, 1.2)
 
 
@@ -165,13 +168,17 @@ def bench_shape(shape, reps, slow_s, torch_compile):
     p = jnp.float32(1.0)  # traced, as in training (ADA changes p without recompiling)
     jax_fns = {"floor": (lambda key, x: floor(x), (images,)),
                "ganaug_jax": (ganaug_pipeline(), (images, p)),
+               PURE: (ganaug_pipeline(), (images, p)),
                "dm-pix": (dm_pix_pipeline(), (images01,)),
                "dm-pix-fused": (dm_pix_pipeline(fused_affine=True), (images01,)),
                "augmax": (augmax_pipeline(), (images01,))}
     runners, compile_s, warm_s = {}, {}, {}
+    if not A.fast_kernels_available():
+        del jax_fns[PURE]  # ganaug_jax is the pure-JAX path already
     for name, (fn, args) in jax_fns.items():
         start = time.perf_counter()
-        compiled = jax.jit(fn).lower(keys[0], *args).compile()
+        with A.without_fast_kernels() if name == PURE else contextlib.nullcontext():
+            compiled = jax.jit(fn).lower(keys[0], *args).compile()
         compile_s[name] = time.perf_counter() - start
         runners[name] = lambda key, c=compiled, a=args: jax.block_until_ready(c(key, *a))
     kornia, kornia_device = kornia_runner(images01, torch_compile) or (None, None)
@@ -222,6 +229,7 @@ def run(*, shapes=SHAPES, reps: int = 7, json_path: str | None = None, quick: bo
         reps, shapes = 5, shapes[:1]
     device = jax.devices()[0]
     versions = {"floor": jax.__version__, "ganaug_jax": ganaug_jax.__version__,
+                PURE: ganaug_jax.__version__,
                 "dm-pix": version("dm_pix"), "dm-pix-fused": version("dm_pix"),
                 "augmax": version("augmax"),
                 "kornia": version("kornia")}
@@ -244,7 +252,9 @@ def run(*, shapes=SHAPES, reps: int = 7, json_path: str | None = None, quick: bo
     common.write_json_lines(lines, json_path)
 
     has_kornia = any("kornia" in r for _, r in rows)
-    header = ["shape", "ganaug_jax img/s", "dm-pix img/s", "dm-pix fused img/s", "augmax img/s"]
+    has_pure = any(PURE in r for _, r in rows)
+    header = ["shape", "ganaug_jax img/s"] + (["pure JAX img/s"] if has_pure else [])
+    header += ["dm-pix img/s", "dm-pix fused img/s", "augmax img/s"]
     header += ["kornia img/s", "ganaug/kornia"] if has_kornia else []
     header += ["ganaug/dm-pix", "ganaug/dm-pix fused", "ganaug/augmax", "% of memory floor",
                "% of floor, back to back", "compile s"]
@@ -252,8 +262,8 @@ def run(*, shapes=SHAPES, reps: int = 7, json_path: str | None = None, quick: bo
     for shape, r in rows:
         def ips(name):
             return f"{r[name]['images_per_s']:,.0f}" + (" (5 reps)" if r[name]["capped"] else "")
-        cells = ["x".join(map(str, shape)), ips("ganaug_jax"), ips("dm-pix"), ips("dm-pix-fused"),
-                 ips("augmax")]
+        cells = ["x".join(map(str, shape)), ips("ganaug_jax")] + ([ips(PURE)] if has_pure else [])
+        cells += [ips("dm-pix"), ips("dm-pix-fused"), ips("augmax")]
         if has_kornia:
             cells += ([ips("kornia"), f"{r['kornia']['ratio_vs_ganaug']:.2f}x"] if "kornia" in r
                       else ["n/a", "n/a"])
@@ -266,7 +276,7 @@ def run(*, shapes=SHAPES, reps: int = 7, json_path: str | None = None, quick: bo
         table.append(cells)
     print("\n" + common.markdown_table(header, table), flush=True)
     if chart:
-        names = [n for n in ("ganaug_jax", "dm-pix", "dm-pix-fused", "augmax", "kornia")
+        names = [n for n in ("ganaug_jax", PURE, "dm-pix", "dm-pix-fused", "augmax", "kornia")
                  if any(n in r for _, r in rows)]
         common.bar_chart(chart, ["x".join(map(str, s)) for s, _ in rows],
                          {n: [r[n]["images_per_s"] if n in r else float("nan") for _, r in rows]

@@ -1,0 +1,503 @@
+// XLA:CPU kernels for the fused pipeline: one resample plus one colour matrix per image,
+// in one pass over the output, as XLA FFI handlers (see _warp.py for the Python side).
+//
+// XLA:CPU lowers the bilinear 2x2 patch gather of _resample.py to a scalar loop that runs
+// far below memory speed; these kernels compute exactly the same formulas (_resample.py and
+// _colour.apply are the reference), threaded over row blocks on XLA's intra-op pool.
+//
+//   ganaug_warp: images (..., H, W, C), geometry (..., 3, 3), colour (..., C+1, C+1) or
+//     (..., 0) for none, mean_slope (..., C, C) or (..., 0) for none
+//     -> out (..., H, W, C) = colour @ [r, 1] + mean_slope @ means, r = resample(images,
+//        geometry), means (..., C) = the per-image channel means of r (what contrast needs:
+//        a colour matrix that depends on them is affine in them through its offset).
+// Attributes: border (0 reflect, 1 constant, 2 edge), interpolation (0 bilinear, 1 nearest),
+// fill (float, the constant border's value).
+
+#include <Python.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+enum Border : int32_t { kReflect = 0, kConstant = 1, kEdge = 2 };
+enum Interpolation : int32_t { kBilinear = 0, kNearest = 1 };
+
+struct Geometry {
+  int64_t images, height, width, channels;
+};
+
+constexpr int64_t kMaxChannels = 16;
+constexpr int64_t kTile = 32;
+
+// floor for finite floats of moderate size, without a libm call (baseline x86-64 has no
+// SSE4.1 round instruction).
+inline float Floor(float v) {
+  const float t = static_cast<float>(static_cast<int32_t>(v));
+  return t > v ? t - 1.0f : t;
+}
+
+// Round half to even (jnp.round) for v >= 0.
+inline float RoundHalfEven(float v) {
+  const float r = Floor(v + 0.5f);
+  if (r - v == 0.5f && static_cast<int32_t>(r) % 2 != 0) return r - 1.0f;
+  return r;
+}
+
+// Half-sample symmetric reflection into [-0.5, size - 0.5] (_resample._reflect).
+inline float Reflect(float coord, float size) {
+  const float period = 2.0f * size;
+  float t = coord + 0.5f;
+  t = t - period * Floor(t * (1.0f / period));
+  if (t > size) t = period - t;
+  return t - 0.5f;
+}
+
+// Share of a bilinear sample inside the image along one axis (_resample._inside_weight).
+inline float InsideWeight(float coord, float size) {
+  const float outside = std::max(std::max(-coord, coord - (size - 1.0f)), 0.0f);
+  return std::min(std::max(1.0f - outside, 0.0f), 1.0f);
+}
+
+// Resamples rows [row_begin, row_end) of one image, writes colour @ [pixel, 1] to `out`
+// (row-major, W * C per row) and adds the resampled (pre-colour) values to sums[0..C).
+// kC is the channel count, or 0 for `g.channels`. `image_end` bounds the whole input
+// buffer (the vector path reads one float past a 2x2 patch).
+template <int kC, int32_t kBorder, int32_t kInterpolation>
+void WarpRows(const Geometry& g, const float* image, const float* image_end, const float* m,
+              const float* colour, float fill, int64_t row_begin, int64_t row_end, float* out,
+              double* sums) {
+  const int64_t h = g.height, w = g.width, c = kC > 0 ? kC : g.channels;
+  const float fw = static_cast<float>(w), fh = static_cast<float>(h);
+  const float cx = (fw - 1.0f) / 2.0f, cy = (fh - 1.0f) / 2.0f;
+  float pixel[kC > 0 ? kC : kMaxChannels];
+  float row_total[kC > 0 ? kC : kMaxChannels];
+#if defined(__SSE2__)
+  __m128 colour_columns[3], colour_offset = _mm_setzero_ps();
+  if constexpr (kC == 3) {
+    if (colour != nullptr) {
+      for (int k = 0; k < 3; ++k) {
+        colour_columns[k] = _mm_setr_ps(colour[k], colour[4 + k], colour[8 + k], 0.0f);
+      }
+      colour_offset = _mm_setr_ps(colour[3], colour[7], colour[11], 0.0f);
+    }
+  }
+#endif
+  // Source coordinates of one output row, computed in a branch-free loop first (which the
+  // compiler vectorises), then used pixel by pixel.
+  std::vector<float> row_sx(w), row_sy(w), row_inside_x(w, 1.0f), row_inside_y(w, 1.0f);
+  std::vector<float> row_fx(w), row_fy(w);
+  std::vector<int32_t> row_offset(w);
+  const float m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3], m4 = m[4], m5 = m[5];
+  // Output tiles of kTile columns keep each tile's source region in L1 (a rotated row
+  // reads a diagonal band of the input).
+  for (int64_t x_begin = 0; x_begin < w; x_begin += kTile) {
+  const int64_t x_end = std::min(w, x_begin + kTile);
+  for (int64_t y = row_begin; y < row_end; ++y) {
+    const float ys = static_cast<float>(y) - cy;
+    // Per output pixel: source coordinates, border handling, tap offset and weights.
+    auto coordinates = [&](int64_t x, float sx, float sy) {
+      if constexpr (kBorder == kReflect) {
+        sx = Reflect(sx, fw);
+        sy = Reflect(sy, fh);
+      } else if constexpr (kBorder == kConstant) {
+        row_inside_x[x] = InsideWeight(sx, fw);
+        row_inside_y[x] = InsideWeight(sy, fh);
+      }
+      sx = std::min(std::max(sx, 0.0f), fw - 1.0f);
+      sy = std::min(std::max(sy, 0.0f), fh - 1.0f);
+      row_sx[x] = sx;
+      row_sy[x] = sy;
+      // sx, sy >= 0 here, so truncation is floor.
+      const float x0 = std::min(static_cast<float>(static_cast<int32_t>(sx)), fw - 2.0f);
+      const float y0 = std::min(static_cast<float>(static_cast<int32_t>(sy)), fh - 2.0f);
+      row_fx[x] = sx - x0;
+      row_fy[x] = sy - y0;
+      row_offset[x] = static_cast<int32_t>(y0) * static_cast<int32_t>(w) + static_cast<int32_t>(x0);
+    };
+    int64_t x = x_begin;
+#if defined(__SSE2__)
+    {
+      const __m128 one = _mm_set1_ps(1.0f), zero = _mm_setzero_ps(), half = _mm_set1_ps(0.5f);
+      const __m128 vw = _mm_set1_ps(fw), vh = _mm_set1_ps(fh);
+      const __m128 wmax = _mm_set1_ps(fw - 1.0f), hmax = _mm_set1_ps(fh - 1.0f);
+      const __m128 wtap = _mm_set1_ps(fw - 2.0f), htap = _mm_set1_ps(fh - 2.0f);
+      auto floor4 = [&](__m128 v) {
+        const __m128 t = _mm_cvtepi32_ps(_mm_cvttps_epi32(v));
+        return _mm_sub_ps(t, _mm_and_ps(_mm_cmpgt_ps(t, v), one));
+      };
+      auto reflect4 = [&](__m128 coord, __m128 size) {
+        const __m128 period = _mm_add_ps(size, size);
+        __m128 t = _mm_add_ps(coord, half);
+        t = _mm_sub_ps(t, _mm_mul_ps(period, floor4(_mm_mul_ps(t, _mm_div_ps(one, period)))));
+        const __m128 over = _mm_cmpgt_ps(t, size);
+        t = _mm_or_ps(_mm_and_ps(over, _mm_sub_ps(period, t)), _mm_andnot_ps(over, t));
+        return _mm_sub_ps(t, half);
+      };
+      auto inside4 = [&](__m128 coord, __m128 last) {
+        const __m128 outside = _mm_max_ps(_mm_max_ps(_mm_sub_ps(zero, coord),
+                                                     _mm_sub_ps(coord, last)), zero);
+        return _mm_min_ps(_mm_max_ps(_mm_sub_ps(one, outside), zero), one);
+      };
+      const __m128 vys = _mm_set1_ps(ys);
+      const __m128 bx = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(m1), vys), _mm_setzero_ps());
+      const __m128 by = _mm_mul_ps(_mm_set1_ps(m4), vys);
+      for (; x + 4 <= x_end; x += 4) {
+        const __m128 xs = _mm_sub_ps(_mm_setr_ps(static_cast<float>(x), static_cast<float>(x + 1),
+                                                 static_cast<float>(x + 2), static_cast<float>(x + 3)),
+                                     _mm_set1_ps(cx));
+        __m128 sx = _mm_add_ps(_mm_add_ps(_mm_add_ps(_mm_mul_ps(_mm_set1_ps(m0), xs), bx),
+                                          _mm_set1_ps(m2)), _mm_set1_ps(cx));
+        __m128 sy = _mm_add_ps(_mm_add_ps(_mm_add_ps(_mm_mul_ps(_mm_set1_ps(m3), xs), by),
+                                          _mm_set1_ps(m5)), _mm_set1_ps(cy));
+        if constexpr (kBorder == kReflect) {
+          sx = reflect4(sx, vw);
+          sy = reflect4(sy, vh);
+        } else if constexpr (kBorder == kConstant) {
+          _mm_storeu_ps(&row_inside_x[x], inside4(sx, wmax));
+          _mm_storeu_ps(&row_inside_y[x], inside4(sy, hmax));
+        }
+        sx = _mm_min_ps(_mm_max_ps(sx, zero), wmax);
+        sy = _mm_min_ps(_mm_max_ps(sy, zero), hmax);
+        _mm_storeu_ps(&row_sx[x], sx);
+        _mm_storeu_ps(&row_sy[x], sy);
+        const __m128 x0 = _mm_min_ps(_mm_cvtepi32_ps(_mm_cvttps_epi32(sx)), wtap);
+        const __m128 y0 = _mm_min_ps(_mm_cvtepi32_ps(_mm_cvttps_epi32(sy)), htap);
+        _mm_storeu_ps(&row_fx[x], _mm_sub_ps(sx, x0));
+        _mm_storeu_ps(&row_fy[x], _mm_sub_ps(sy, y0));
+        // y0 * W + x0 is exact in float32 for images below 2^24 pixels (checked on entry).
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(&row_offset[x]),
+                         _mm_cvttps_epi32(_mm_add_ps(_mm_mul_ps(y0, vw), x0)));
+      }
+    }
+#endif
+    for (; x < x_end; ++x) {
+      const float xs = static_cast<float>(x) - cx;
+      // Same association as _resample.source_coordinates: ((a * xs + b * ys) + t) + centre.
+      coordinates(x, m0 * xs + m1 * ys + m2 + cx, m3 * xs + m4 * ys + m5 + cy);
+    }
+    for (int64_t k = 0; k < c; ++k) row_total[k] = 0.0f;
+#if defined(__SSE2__)
+    __m128 row_total_v = _mm_setzero_ps();
+#endif
+    for (int64_t x = x_begin; x < x_end; ++x) {
+      const float sx = row_sx[x], sy = row_sy[x];
+      const float inside_x = row_inside_x[x], inside_y = row_inside_y[x];
+      float inside = inside_x * inside_y;
+#if defined(__SSE2__)
+      if constexpr (kC == 3 && kInterpolation == kBilinear) {
+        // One 4-lane vector per pixel (lane 3 unused): the 2x2 patch is two rows of six
+        // floats, read as [0..3] and [3..6]. The same products in the same order as the
+        // scalar code below.
+        const float* a = image + static_cast<int64_t>(row_offset[x]) * 3;
+        const float* b = a + w * 3;
+        // The 4-lane store spills onto the next pixel: not on a row's last pixel.
+        if (b + 7 <= image_end && x + 1 < w) {
+          const float fx = row_fx[x], fy = row_fy[x];
+          const __m128 vfx = _mm_set1_ps(fx), vgx = _mm_set1_ps(1.0f - fx);
+          const __m128 top = _mm_add_ps(_mm_mul_ps(_mm_loadu_ps(a), vgx),
+                                        _mm_mul_ps(_mm_loadu_ps(a + 3), vfx));
+          const __m128 bottom = _mm_add_ps(_mm_mul_ps(_mm_loadu_ps(b), vgx),
+                                           _mm_mul_ps(_mm_loadu_ps(b + 3), vfx));
+          __m128 p = _mm_add_ps(_mm_mul_ps(top, _mm_set1_ps(1.0f - fy)),
+                                _mm_mul_ps(bottom, _mm_set1_ps(fy)));
+          if constexpr (kBorder == kConstant) {
+            p = _mm_add_ps(_mm_mul_ps(p, _mm_set1_ps(inside)),
+                           _mm_set1_ps(fill * (1.0f - inside)));
+          }
+          row_total_v = _mm_add_ps(row_total_v, p);
+          if (colour == nullptr) {
+            _mm_storeu_ps(out + (y * w + x) * 3, p);
+            continue;
+          }
+          __m128 v = colour_offset;
+          v = _mm_add_ps(v, _mm_mul_ps(_mm_shuffle_ps(p, p, 0x00), colour_columns[0]));
+          v = _mm_add_ps(v, _mm_mul_ps(_mm_shuffle_ps(p, p, 0x55), colour_columns[1]));
+          v = _mm_add_ps(v, _mm_mul_ps(_mm_shuffle_ps(p, p, 0xAA), colour_columns[2]));
+          _mm_storeu_ps(out + (y * w + x) * 3, v);
+          continue;
+        }
+      }
+#endif
+      if constexpr (kInterpolation == kNearest) {
+        const int64_t x0 = static_cast<int64_t>(RoundHalfEven(sx));
+        const int64_t y0 = static_cast<int64_t>(RoundHalfEven(sy));
+        const float* src = image + (y0 * w + x0) * c;
+        for (int64_t k = 0; k < c; ++k) pixel[k] = src[k];
+        inside = (inside_x >= 0.5f && inside_y >= 0.5f) ? 1.0f : 0.0f;
+      } else {
+        // sx, sy >= 0 here, so truncation is floor.
+        const int64_t ix = std::min<int64_t>(static_cast<int64_t>(sx), w - 2);
+        const int64_t iy = std::min<int64_t>(static_cast<int64_t>(sy), h - 2);
+        const float fx = sx - static_cast<float>(ix), fy = sy - static_cast<float>(iy);
+        const float gx = 1.0f - fx, gy = 1.0f - fy;
+        const float* a = image + (iy * w + ix) * c;
+        const float* b = a + w * c;
+        for (int64_t k = 0; k < c; ++k) {
+          const float top = a[k] * gx + a[k + c] * fx;
+          const float bottom = b[k] * gx + b[k + c] * fx;
+          pixel[k] = top * gy + bottom * fy;
+        }
+      }
+      if constexpr (kBorder == kConstant) {
+        for (int64_t k = 0; k < c; ++k) pixel[k] = pixel[k] * inside + fill * (1.0f - inside);
+      }
+#if defined(__SSE2__)
+      if constexpr (kC == 3) {  // the vector path's accumulator: one summation order
+        row_total_v = _mm_add_ps(row_total_v, _mm_setr_ps(pixel[0], pixel[1], pixel[2], 0.0f));
+      } else {
+        for (int64_t k = 0; k < c; ++k) row_total[k] += pixel[k];
+      }
+#else
+      for (int64_t k = 0; k < c; ++k) row_total[k] += pixel[k];
+#endif
+      float* dst = out + (y * w + x) * c;
+      if (colour == nullptr) {
+        for (int64_t k = 0; k < c; ++k) dst[k] = pixel[k];
+        continue;
+      }
+      // _colour.apply: offset first, then input channels in order.
+      for (int64_t j = 0; j < c; ++j) {
+        const float* row = colour + j * (c + 1);
+        float v = row[c];
+        for (int64_t k = 0; k < c; ++k) v += pixel[k] * row[k];
+        dst[j] = v;
+      }
+    }
+#if defined(__SSE2__)
+    if constexpr (kC == 3) {
+      alignas(16) float lanes[4];
+      _mm_store_ps(lanes, row_total_v);
+      for (int k = 0; k < 3; ++k) row_total[k] += lanes[k];
+    }
+#endif
+    for (int64_t k = 0; k < c; ++k) sums[k] += row_total[k];
+  }
+  }
+}
+
+using RowsFn = void (*)(const Geometry&, const float*, const float*, const float*,
+                        const float*, float, int64_t, int64_t, float*, double*);
+
+template <int kC>
+RowsFn SelectForChannels(int32_t border, int32_t interpolation) {
+  const bool nearest = interpolation == kNearest;
+  switch (border) {
+    case kReflect:
+      return nearest ? WarpRows<kC, kReflect, kNearest> : WarpRows<kC, kReflect, kBilinear>;
+    case kConstant:
+      return nearest ? WarpRows<kC, kConstant, kNearest> : WarpRows<kC, kConstant, kBilinear>;
+    default:
+      return nearest ? WarpRows<kC, kEdge, kNearest> : WarpRows<kC, kEdge, kBilinear>;
+  }
+}
+
+// The specialised row function: channel counts 1 and 3 are unrolled, others run generic.
+RowsFn Select(int64_t channels, int32_t border, int32_t interpolation) {
+  if (channels == 1) return SelectForChannels<1>(border, interpolation);
+  if (channels == 3) return SelectForChannels<3>(border, interpolation);
+  return SelectForChannels<0>(border, interpolation);
+}
+
+// Runs work(i) for i in [0, count) on the calling thread and XLA's intra-op pool, and
+// returns when every item has run. Late pool tasks find no work and touch nothing.
+template <typename Work>
+void ParallelFor(ffi::ThreadPool& pool, int64_t count, Work work) {
+  struct State {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+    std::mutex mutex;
+    std::condition_variable finished;
+  };
+  auto state = std::make_shared<State>();
+  auto run = [state, count, &work]() {
+    for (int64_t i; (i = state->next.fetch_add(1)) < count;) {
+      work(i);
+      if (state->done.fetch_add(1) + 1 == count) {
+        std::lock_guard<std::mutex> lock(state->mutex);
+        state->finished.notify_all();
+      }
+    }
+  };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), count - 1);
+  for (int64_t t = 0; t < helpers; ++t) {
+    // Each task owns a copy of `state`; `work` is only called while items remain, i.e.
+    // before this function returns.
+    pool.Schedule([state, count, run]() { run(); });
+  }
+  run();
+  std::unique_lock<std::mutex> lock(state->mutex);
+  state->finished.wait(lock, [&] { return state->done.load() == count; });
+}
+
+ffi::Error CheckArgs(const ffi::Buffer<ffi::F32>& images, const ffi::Buffer<ffi::F32>& geometry,
+                     Geometry* g) {
+  auto dims = images.dimensions();
+  auto mdims = geometry.dimensions();
+  if (dims.size() < 3 || mdims.size() != dims.size() - 1) {
+    return ffi::Error::InvalidArgument("ganaug_warp: images (..., H, W, C), geometry (..., 3, 3)");
+  }
+  const size_t r = dims.size();
+  g->height = dims[r - 3];
+  g->width = dims[r - 2];
+  g->channels = dims[r - 1];
+  g->images = 1;
+  for (size_t i = 0; i + 3 < r; ++i) {
+    if (mdims[i] != dims[i]) return ffi::Error::InvalidArgument("ganaug_warp: batch dims differ");
+    g->images *= dims[i];
+  }
+  if (mdims[r - 3] != 3 || mdims[r - 2] != 3) {
+    return ffi::Error::InvalidArgument("ganaug_warp: geometry must be (..., 3, 3)");
+  }
+  if (g->height < 2 || g->width < 2 || g->channels < 1 || g->channels > kMaxChannels) {
+    return ffi::Error::InvalidArgument(
+        "ganaug_warp: images must be at least 2x2 with 1 to 16 channels");
+  }
+  return ffi::Error::Success();
+}
+
+// Work items: whole images up to kWholeImageBytes (the output is still in cache when the
+// mean correction is added), else blocks of rows of about 16k output pixels.
+constexpr int64_t kWholeImageBytes = 1 << 20;
+
+int64_t RowsPerBlock(const Geometry& g) {
+  if (g.height * g.width * g.channels * 4 <= kWholeImageBytes) return g.height;
+  return std::max<int64_t>(1, std::min<int64_t>(g.height, 16384 / g.width));
+}
+
+// out[pixel] += slope @ mean for every pixel of rows [row_begin, row_end) of one image.
+void AddCorrection(const float* slope, const float* mean, int64_t c, int64_t row_begin,
+                   int64_t row_end, int64_t width, float* out) {
+  float shift[kMaxChannels];
+  for (int64_t j = 0; j < c; ++j) {
+    float v = 0.0f;
+    for (int64_t k = 0; k < c; ++k) v += slope[j * c + k] * mean[k];
+    shift[j] = v;
+  }
+  for (int64_t p = row_begin * width; p < row_end * width; ++p) {
+    for (int64_t j = 0; j < c; ++j) out[p * c + j] += shift[j];
+  }
+}
+
+ffi::Error WarpImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> images,
+                    ffi::Buffer<ffi::F32> geometry, ffi::Buffer<ffi::F32> colour,
+                    ffi::Buffer<ffi::F32> mean_slope, ffi::ResultBuffer<ffi::F32> out,
+                    ffi::ResultBuffer<ffi::F32> means, int32_t border, int32_t interpolation,
+                    float fill) {
+  Geometry g;
+  if (ffi::Error error = CheckArgs(images, geometry, &g); error.failure()) return error;
+  const int64_t c = g.channels, pixels = g.height * g.width * c;
+  // Empty colour / slope buffers mean: no colour transform / no mean correction.
+  const bool has_colour = colour.element_count() != 0;
+  if (has_colour &&
+      colour.element_count() != static_cast<size_t>(g.images * (c + 1) * (c + 1))) {
+    return ffi::Error::InvalidArgument("ganaug_warp: colour must be (..., C+1, C+1) or empty");
+  }
+  const bool has_slope = mean_slope.element_count() != 0;
+  if (has_slope && mean_slope.element_count() != static_cast<size_t>(g.images * c * c)) {
+    return ffi::Error::InvalidArgument("ganaug_warp: mean_slope must be (..., C, C) or empty");
+  }
+  const int64_t rows = RowsPerBlock(g);
+  const int64_t blocks_per_image = (g.height + rows - 1) / rows;
+  // Partial sums per block, reduced in block order: the means do not depend on threads.
+  std::vector<double> partial(g.images * blocks_per_image * c, 0.0);
+  const float* in = images.typed_data();
+  const float* in_end = in + images.element_count();
+  const float* mat = geometry.typed_data();
+  const float* col = colour.typed_data();
+  const float* slope = mean_slope.typed_data();
+  float* dst = out->typed_data();
+  float* mean = means->typed_data();
+  const double count = static_cast<double>(g.height * g.width);
+  auto image_mean = [&](int64_t n) {
+    for (int64_t k = 0; k < c; ++k) {
+      double total = 0.0;
+      for (int64_t b = 0; b < blocks_per_image; ++b) {
+        total += partial[(n * blocks_per_image + b) * c + k];
+      }
+      mean[n * c + k] = static_cast<float>(total / count);
+    }
+  };
+  const RowsFn rows_fn = Select(c, border, interpolation);
+  ParallelFor(pool, g.images * blocks_per_image, [&](int64_t i) {
+    const int64_t n = i / blocks_per_image, b = i % blocks_per_image;
+    const int64_t row_begin = b * rows, row_end = std::min(g.height, (b + 1) * rows);
+    rows_fn(g, in + n * pixels, in_end, mat + n * 9,
+            has_colour ? col + n * (c + 1) * (c + 1) : nullptr, fill, row_begin, row_end,
+            dst + n * pixels, partial.data() + i * c);
+    if (blocks_per_image == 1) {  // the whole image: its mean is known, its pixels cached
+      image_mean(n);
+      if (has_slope) {
+        AddCorrection(slope + n * c * c, mean + n * c, c, 0, g.height, g.width,
+                      dst + n * pixels);
+      }
+    }
+  });
+  if (blocks_per_image > 1) {
+    for (int64_t n = 0; n < g.images; ++n) image_mean(n);
+    if (has_slope) {
+      ParallelFor(pool, g.images * blocks_per_image, [&](int64_t i) {
+        const int64_t n = i / blocks_per_image, b = i % blocks_per_image;
+        AddCorrection(slope + n * c * c, mean + n * c, c, b * rows,
+                      std::min(g.height, (b + 1) * rows), g.width, dst + n * pixels);
+      });
+    }
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GanaugWarp, WarpImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int32_t>("border")
+                                  .Attr<int32_t>("interpolation")
+                                  .Attr<float>("fill"));
+
+// The Python module: handlers() -> {"ganaug_warp": capsule}.
+static PyObject* Handlers(PyObject*, PyObject*) {
+  PyObject* dict = PyDict_New();
+  if (dict == nullptr) return nullptr;
+  const std::pair<const char*, void*> entries[] = {
+      {"ganaug_warp", reinterpret_cast<void*>(GanaugWarp)}};
+  for (const auto& [name, fn] : entries) {
+    PyObject* capsule = PyCapsule_New(fn, nullptr, nullptr);
+    if (capsule == nullptr || PyDict_SetItemString(dict, name, capsule) < 0) {
+      Py_XDECREF(capsule);
+      Py_DECREF(dict);
+      return nullptr;
+    }
+    Py_DECREF(capsule);
+  }
+  return dict;
+}
+
+static PyMethodDef kMethods[] = {
+    {"handlers", Handlers, METH_NOARGS, "XLA FFI handler capsules by target name."},
+    {nullptr, nullptr, 0, nullptr}};
+
+static PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_warp_cpu",
+                              "XLA:CPU kernels of the fused augmentation pipeline.", -1,
+                              kMethods};
+
+PyMODINIT_FUNC PyInit__warp_cpu(void) { return PyModule_Create(&kModule); }

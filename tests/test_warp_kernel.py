@@ -1,0 +1,190 @@
+"""The XLA:CPU kernel of the fused resample + colour pass (`augment._warp`) against its pure-JAX
+reference (itself tested against PIL / SciPy / scikit-image in test_augment_reference.py),
+under jit, vmap, grad and a sharded jit."""
+
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ganaug_jax import augment as A
+from ganaug_jax.augment import _resample, _warp
+
+BORDERS = ("reflect", "constant", "edge")
+INTERPOLATIONS = ("bilinear", "nearest")
+
+
+def _inputs(shape, seed=0):
+    """Images in [-1, 1], rotation/scale/shear/translation matrices reaching past every border
+    (so each border mode is exercised), and affine colour matrices."""
+    rng = np.random.default_rng(seed)
+    n, h, w, c = shape
+    images = rng.uniform(-1, 1, shape).astype(np.float32)
+    angle = rng.uniform(-np.pi, np.pi, n)
+    scale = rng.uniform(0.6, 1.6, n)
+    shear = rng.uniform(-0.3, 0.3, n)
+    geometry = _resample.from_linear(
+        jnp.asarray(scale * np.cos(angle)), jnp.asarray(-scale * np.sin(angle) + shear),
+        jnp.asarray(scale * np.sin(angle)), jnp.asarray(scale * np.cos(angle)),
+        jnp.asarray(rng.uniform(-w, w, n)), jnp.asarray(rng.uniform(-h, h, n)))
+    colour = (np.eye(c + 1) + 0.2 * rng.standard_normal((n, c + 1, c + 1))).astype(np.float32)
+    colour[:, c] = np.eye(c + 1)[c]
+    return jnp.asarray(images), geometry.astype(jnp.float32), jnp.asarray(colour)
+
+
+def _slope(n, c, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=(n, c, c)), jnp.float32)
+
+
+def _both(images, geometry, colour, slope, **options):
+    """The kernel under jit, and the reference op by op. (Jitted, XLA:CPU may round a source
+    coordinate differently in the gather's index and in its weight: 1 pixel of the 300x301
+    case below then differs by O(1) from the op-by-op result, which the kernel matches.)"""
+    kernel = jax.jit(lambda *a: _warp.warp(*a, **options))(images, geometry, colour, slope)
+    reference = _warp.reference_warp(images, geometry, colour, slope, **options)
+    return kernel, reference
+
+
+def test_the_kernel_is_built_where_a_compiler_is_and_used_when_first_asked_while_tracing(
+        rgb_batch, recwarn):
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler: the package runs the pure-JAX path")
+    assert _warp._warp_cpu is not None, (
+        "a C++ compiler is present but ganaug_jax/augment/_warp_cpu was not built; "
+        "reinstall with `pip install -e .` and read the build log")
+    _warp._kernel_runs.cache_clear()  # the self-test now runs inside the trace below
+    pipe = A.make_pipeline([A.op("rotate", max_degrees=10.0), A.op("contrast")])
+    hlo = jax.jit(pipe).lower(jax.random.key(0), rgb_batch, 1.0).compile().as_text()
+    assert "ganaug_warp" in hlo and not [w for w in recwarn if "kernel" in str(w.message)]
+    assert _warp.fast_kernels_available()
+
+
+@pytest.mark.parametrize("shape", [(5, 9, 7, 3), (3, 32, 32, 3), (4, 6, 11, 1), (2, 8, 8, 5),
+                                   (2, 300, 301, 3)])  # the last: row blocks, not whole images
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+def test_kernel_equals_the_reference(shape, border, interpolation):
+    images, geometry, colour = _inputs(shape)
+    slope = _slope(shape[0], shape[3])
+    options = dict(border=border, interpolation=interpolation, fill=0.25)
+    (out, means), (ref_out, ref_means) = _both(images, geometry, colour, slope, **options)
+    assert out.shape == ref_out.shape and means.shape == (shape[0], shape[3])
+    # Means are over the resample before the colour; tolerance: float32 sums of <= 90,300
+    # terms (the kernel sums in float64 per block).
+    np.testing.assert_allclose(np.asarray(means), np.asarray(ref_means), atol=3e-5)
+    # float32 rounding of source coordinates (their size grows with the image: up to ~2 H
+    # here) times the steepest pixel step (2), plus the colour and mean-slope products.
+    atol = 1e-5 + 4 * 2 * max(shape[1:3]) * 2.0 ** -23 * 4
+    if interpolation == "bilinear":
+        np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), atol=atol)
+    else:  # a coordinate within rounding of a half-pixel may pick the other neighbour
+        close = np.isclose(np.asarray(out), np.asarray(ref_out), atol=atol)
+        assert close.mean() >= 0.999, close.mean()
+
+
+@pytest.mark.parametrize("border", BORDERS)
+def test_no_colour_is_the_plain_resample_and_integer_maps_are_exact(border):
+    images, _, _ = _inputs((4, 10, 12, 3))
+    n, h, w, _ = images.shape
+    identity = _resample.identity(n)
+    flips = _resample.from_linear(-jnp.ones(n), jnp.zeros(n), jnp.zeros(n), jnp.ones(n))
+    shift = _resample.from_linear(jnp.ones(n), jnp.zeros(n), jnp.zeros(n), jnp.ones(n),
+                                  jnp.full(n, 2.0), jnp.full(n, -3.0))
+    for geometry in (identity, flips, shift):
+        out, _ = jax.jit(lambda x, g: _warp.warp(x, g, border=border, interpolation="bilinear",
+                                                 fill=0.0))(images, geometry)
+        ref = _resample.resample(images, geometry, border=border, interpolation="bilinear")
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
+    out, _ = _warp.warp(images, identity, border=border, interpolation="bilinear", fill=0.0)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(images))
+
+
+def test_vmap_equals_a_loop():
+    images, geometry, colour = _inputs((6, 12, 10, 3), seed=1)
+    options = dict(border="reflect", interpolation="bilinear", fill=0.0)
+    # vmapped over single images: each call sees a batch of one
+    one = jax.jit(jax.vmap(lambda x, g, c: _warp.warp(x[None], g[None], c[None], **options)))
+    out, means = one(images, geometry, colour)
+    for i in range(images.shape[0]):
+        ref, ref_means = _warp.warp(images[i:i + 1], geometry[i:i + 1], colour[i:i + 1],
+                                    **options)
+        np.testing.assert_array_equal(np.asarray(out[i]), np.asarray(ref))
+        np.testing.assert_array_equal(np.asarray(means[i]), np.asarray(ref_means))
+    # vmapped over a leading axis of image batches, geometry shared (broadcast)
+    stack = jnp.stack([images, -images, 0.5 * images])
+    outs, _ = jax.vmap(lambda x: _warp.warp(x, geometry, colour, **options))(stack)
+    for k, x in enumerate((images, -images, 0.5 * images)):
+        np.testing.assert_array_equal(np.asarray(outs[k]),
+                                      np.asarray(_warp.warp(x, geometry, colour, **options)[0]))
+
+
+def test_gradients_are_the_references():
+    images, geometry, colour = _inputs((3, 9, 8, 3), seed=2)
+    options = dict(border="constant", interpolation="bilinear", fill=0.5)
+    weights = jnp.asarray(np.random.default_rng(3).normal(size=images.shape), jnp.float32)
+
+    slope = _slope(3, 3, seed=5)
+
+    def loss(fn):
+        def f(x, g, c, s):
+            out, means = fn(x, g, c, s, **options)
+            return jnp.sum(weights * out) + jnp.sum(means ** 2)
+        return jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))
+
+    grads = loss(_warp.warp)(images, geometry, colour, slope)
+    ref_grads = loss(_warp.reference_warp)(images, geometry, colour, slope)
+    for g, r in zip(grads, ref_grads):
+        assert np.all(np.isfinite(np.asarray(g)))
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-5)
+
+
+def test_what_the_kernel_does_not_take_runs_the_reference():
+    images, geometry, _ = _inputs((2, 6, 6, 17))  # more channels than the kernel's 16
+    options = dict(border="edge", interpolation="bilinear", fill=0.0)
+    out, _ = _warp.warp(images, geometry, **options)
+    ref, _ = _warp.reference_warp(images, geometry, jnp.zeros((2, 0)), jnp.zeros((2, 0)),
+                                  **options)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
+    # a traced fill value
+    images, geometry, _ = _inputs((2, 6, 6, 3))
+    out = jax.jit(lambda f: _warp.warp(images, geometry, border="constant",
+                                       interpolation="bilinear", fill=f)[0])(0.5)
+    ref, _ = _warp.reference_warp(images, geometry, jnp.zeros((2, 0)), jnp.zeros((2, 0)),
+                                  border="constant", interpolation="bilinear", fill=0.5)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-6)
+
+
+def test_pipeline_with_the_kernel_equals_the_pure_jax_pipeline(rgb_batch):
+    ops = [A.op("flip_left_right"), A.op("rotate", max_degrees=30.0),
+           A.op("translate", max_fraction=0.2), A.op("brightness", max_delta=0.2),
+           A.op("contrast", factor_range=(0.6, 1.4)), A.op("saturation", factor_range=(0.5, 1.5)),
+           A.op("hue", max_degrees=20.0)]
+    key = jax.random.key(7)
+    fast = jax.jit(A.make_pipeline(ops, border="reflect"))
+    with A.without_fast_kernels():
+        plain = jax.jit(A.make_pipeline(ops, border="reflect")).lower(key, rgb_batch, 1.0).compile()
+        assert "ganaug_warp" not in plain.as_text()
+    if A.fast_kernels_available():
+        assert "ganaug_warp" in fast.lower(key, rgb_batch, 1.0).compile().as_text()
+    fast, plain = fast(key, rgb_batch, 1.0), plain(key, rgb_batch, 1.0)
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(plain), atol=3e-5)
+    assert float(jnp.max(jnp.abs(fast - rgb_batch))) > 0.1  # the ops did something
+
+
+def test_sharded_jit_runs_the_kernel_per_shard():
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    images, geometry, colour = _inputs((16, 12, 12, 3), seed=4)
+    options = dict(border="reflect", interpolation="bilinear", fill=0.0)
+    shard = NamedSharding(mesh, P("data"))
+    run = jax.jit(lambda *a: _warp.warp(*a, **options), in_shardings=(shard, shard, shard),
+                  out_shardings=(shard, shard))
+    args = [jax.device_put(a, shard) for a in (images, geometry, colour)]
+    hlo = run.lower(*args).compile().as_text()
+    assert "ganaug_warp" in hlo and "all-gather" not in hlo
+    out, means = run(*args)
+    ref, ref_means = jax.jit(lambda *a: _warp.warp(*a, **options))(images, geometry, colour)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
+    np.testing.assert_array_equal(np.asarray(means), np.asarray(ref_means))
