@@ -332,7 +332,7 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t count, Work work) {
       }
     }
   };
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), count - 1);
+  const int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, count - 1);
   for (int64_t t = 0; t < helpers; ++t) {
     // Each task owns a copy of `state`; `work` is only called while items remain, i.e.
     // before this function returns.
