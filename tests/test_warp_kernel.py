@@ -188,3 +188,20 @@ def test_sharded_jit_runs_the_kernel_per_shard():
     ref, ref_means = jax.jit(lambda *a: _warp.warp(*a, **options))(images, geometry, colour)
     np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
     np.testing.assert_array_equal(np.asarray(means), np.asarray(ref_means))
+
+
+@pytest.mark.parametrize("platform", ["cuda", "rocm", "tpu"])
+def test_other_platforms_lower_to_the_pure_jax_pass(platform, rgb_batch):
+    """The kernel is CPU-only: lowered for an accelerator, a pipeline (also vmapped) must
+    contain no call to it. (Lowering needs no device of that kind.)"""
+    pipe = A.make_pipeline([A.op("rotate", max_degrees=10.0), A.op("contrast")])
+    key = jax.random.key(0)
+    lowered = jax.jit(pipe).trace(key, rgb_batch, 1.0).lower(lowering_platforms=(platform,))
+    assert "ganaug_warp" not in lowered.as_text() and "gather" in lowered.as_text()
+    batched = jax.jit(jax.vmap(lambda x: pipe(key, x, 1.0)))
+    text = batched.trace(jnp.stack([rgb_batch] * 2)).lower(
+        lowering_platforms=(platform,)).as_text()
+    assert "ganaug_warp" not in text
+    if A.fast_kernels_available():  # and the CPU lowering does call it
+        assert "ganaug_warp" in jax.jit(pipe).trace(key, rgb_batch, 1.0).lower(
+            lowering_platforms=("cpu",)).as_text()

@@ -8,13 +8,16 @@ on other platforms, or without the extension, it runs the pure-JAX reference bel
 
 The kernel is a JAX primitive with a batching rule (vmapped axes join the batch) and a CPU
 lowering that XLA may partition along the batch (a jit whose batch is sharded over devices
-runs it per shard, with no all-gather). Its derivatives are the reference's
-(`jax.custom_vjp`), so `grad` sees one function either way.
+runs it per shard, with no all-gather); on other platforms the primitive lowers to the
+reference. Its derivatives are the reference's (`jax.custom_vjp`), so `grad` sees one
+function either way. `jax.export` refuses FFI calls for the CPU: export under
+`without_fast_kernels()`.
 """
 
 import concurrent.futures
 import contextlib
 import functools
+import math
 import warnings
 
 import jax
@@ -93,6 +96,17 @@ def _warp_lowering(ctx, *arrays, border, interpolation, fill):
                 fill=np.float32(fill))
 
 
+def _reference_any_batch(images, geometry, colour, mean_slope, **static):
+    """reference_warp over any number of leading batch dims (the primitive's own form)."""
+    batch = images.shape[:-3]
+    n = math.prod(batch)
+    out, means = reference_warp(*(a.reshape((n,) + a.shape[len(batch):])
+                                  for a in (images, geometry, colour, mean_slope)), **static)
+    return out.reshape(images.shape), means.reshape(batch + images.shape[-1:])
+
+
+# Every platform lowers the primitive to the pure-JAX reference; the CPU to the kernel.
+mlir.register_lowering(_warp_p, mlir.lower_fun(_reference_any_batch, multiple_results=True))
 if _warp_cpu is not None:
     jax.ffi.register_ffi_target(_TARGET, _warp_cpu.handlers()[_TARGET], platform="cpu")
     jax.ffi.register_ffi_target_as_batch_partitionable(_TARGET)
@@ -187,9 +201,8 @@ def warp(images, geometry, colour=None, mean_slope=None, *, border: str, interpo
               none if mean_slope is None else mean_slope)
     if not _kernel_applies(images, fill):
         return reference_warp(*arrays, **static)
-    return tuple(lax.platform_dependent(
-        *arrays, cpu=lambda *a: _kernel(*a, border, interpolation, fill),
-        default=lambda *a: reference_warp(*a, **static)))
+    # The primitive lowers to the kernel on CPU and to the reference elsewhere.
+    return _kernel(*arrays, border, interpolation, fill)
 
 
 def _kernel_applies(images, fill) -> bool:
