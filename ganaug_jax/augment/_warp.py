@@ -143,6 +143,10 @@ def _kernel_runs() -> bool:
     """One tiny call on the CPU: a kernel built against an XLA FFI version this jaxlib does
     not accept is reported once and left unused, instead of failing every pipeline. It runs
     on its own thread, which has no JAX trace, so asking while tracing is fine."""
+    try:
+        jax.local_devices(backend="cpu")
+    except RuntimeError:  # no CPU backend (e.g. JAX_PLATFORMS=cuda): nothing to run it on
+        return False
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         problem = pool.submit(_kernel_problem).result()
     if problem is None:
