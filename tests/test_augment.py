@@ -1,6 +1,7 @@
 """Properties of ganaug_jax.augment: API shape, randomness, p, jit/vmap/grad, fusion, sharding,
 bad input. Per-op numerical references live in test_augment_reference.py."""
 
+import contextlib
 import inspect
 
 import jax
@@ -78,6 +79,22 @@ def test_preset_p_zero_is_identity_and_p_one_changes(name, rgb_batch):
     pipe = jax.jit(A.preset(name))
     np.testing.assert_array_equal(np.asarray(pipe(jax.random.key(0), rgb_batch, 0.0)), rgb_batch)
     assert _changed(pipe(jax.random.key(0), rgb_batch, 1.0), rgb_batch).any()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_samples_no_op_is_applied_to_come_back_bit_for_bit(fast, rgb_batch):
+    # Every kind of run (geometric + colour in one warp, colour alone, pixel ops), at a p
+    # where some samples get no op and the others get some.
+    ops = [A.op("gamma"), A.op("rotate"), A.op("translate"), A.op("contrast"), A.op("hue"),
+           A.op("cutout"), A.op("noise"), A.op("blur"), A.op("ada_filter")]
+    images = np.concatenate([rgb_batch] * 8)
+    key, p = jax.random.key(11), jnp.float32(0.15)
+    with contextlib.nullcontext() if fast else A.without_fast_kernels():
+        out = np.asarray(jax.jit(A.make_pipeline(ops))(key, images, p))
+    applied = np.any([np.asarray(a) for _, a in _specs.sample(ops, key, images.shape, p)], 0)
+    assert 0 < applied.sum() < len(applied), applied
+    np.testing.assert_array_equal(out[~applied], images[~applied])
+    assert _changed(out[applied], images[applied]).all()
 
 
 @pytest.mark.parametrize("name", ALWAYS_VISIBLE)
@@ -204,7 +221,7 @@ def _sequential(ops, params, images, border="reflect"):
 
 def _fused(ops, key, images, border="reflect"):
     pipe = A.make_pipeline(ops, border=border)
-    params = _specs.sample(ops, key, images.shape, jnp.float32(1.0))
+    params = [q for q, _ in _specs.sample(ops, key, images.shape, jnp.float32(1.0))]
     return np.asarray(pipe(key, images, 1.0)), params
 
 

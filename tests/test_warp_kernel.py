@@ -140,6 +140,35 @@ def test_gradients_are_the_references():
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(4, 9, 7, 3), (2, 300, 301, 3)])  # whole images, row blocks
+def test_inactive_images_are_copied_bit_for_bit_with_the_inputs_means(shape):
+    images, geometry, colour = _inputs(shape, seed=6)
+    n, c = shape[0], shape[-1]
+    active = jnp.asarray(np.arange(n) % 2 == 0)
+    options = dict(border="reflect", interpolation="bilinear", fill=0.0)
+    slope = _slope(n, c, seed=7)
+    run = jax.jit(lambda *a: _warp.warp(*a, **options))
+    out, means = run(images, geometry, colour, slope, active)
+    ref, ref_means = _warp.reference_warp(images, geometry, colour, slope, active, **options)
+    all_out, _ = run(images, geometry, colour, slope, jnp.ones(n, bool))
+    for i in range(n):
+        if active[i]:
+            np.testing.assert_array_equal(np.asarray(out[i]), np.asarray(all_out[i]))
+        else:
+            np.testing.assert_array_equal(np.asarray(out[i]), np.asarray(images[i]))
+            np.testing.assert_array_equal(np.asarray(ref[i]), np.asarray(images[i]))
+            np.testing.assert_allclose(np.asarray(means[i]),
+                                       np.asarray(images[i], np.float64).mean(axis=(0, 1)),
+                                       atol=1e-6)
+    np.testing.assert_allclose(np.asarray(means), np.asarray(ref_means), atol=1e-5)
+    # Gradient: an inactive image passes its cotangent through unchanged.
+    weights = jnp.asarray(np.random.default_rng(8).normal(size=shape), jnp.float32)
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(weights * _warp.warp(
+        x, geometry, colour, slope, active, **options)[0])))(images)
+    for i in range(1, n, 2):
+        np.testing.assert_array_equal(np.asarray(grad[i]), np.asarray(weights[i]))
+
+
 def test_what_the_kernel_does_not_take_runs_the_reference():
     images, geometry, _ = _inputs((2, 6, 6, 17))  # more channels than the kernel's 16
     options = dict(border="edge", interpolation="bilinear", fill=0.0)

@@ -6,14 +6,18 @@ multiplied), applied in the same pass as the resample when they follow it (`_war
 FFI kernel on CPU where it was built). Pixel ops (gamma, cutout, noise, blur, filter) run
 where they stand. Fusing changes nothing but rounding: the result equals applying the ops one
 by one. Geometric ops must therefore be contiguous, and so must colour ops.
+
+A sample that an op (or a fused run of ops) is not applied to passes it unchanged, bit for
+bit: p = 0 returns the input exactly. There is no `lax.cond` on p: on XLA:CPU it costs two
+copies of the batch whatever p is; the warp kernel copies the inactive images instead.
 """
 
+import functools
 import itertools
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from ganaug_jax.augment import _colour, _resample, _warp
 from ganaug_jax.augment._contract import (BORDERS, INTERPOLATIONS, check_choice, check_images,
@@ -39,11 +43,21 @@ def _check_ops(ops: Sequence[Op]) -> list:
     return ops
 
 
+def _any_applied(run):
+    """(N,) bool: the samples at least one op of a run (params, applied, op) applies to."""
+    return functools.reduce(jnp.logical_or, [applied for _, applied, _ in run])
+
+
+def _keep_unapplied(applied, out, images):
+    """out where applied (N,), else images (bit for bit)."""
+    return jnp.where(applied[:, None, None, None], out, images)
+
+
 def geometry_matrix(shape, params_and_ops):
     """The product (N, 3, 3) of a run of geometric ops' matrices for images of `shape`."""
     n, h, w, _ = shape
     matrix = _resample.identity(n)
-    for params, op in params_and_ops:
+    for params, _, op in params_and_ops:
         matrix = _colour.compose(matrix, op.build(params, h, w))
     return matrix
 
@@ -56,8 +70,8 @@ def colour_matrix(shape, params_and_ops, channel_means):
     """
     n, _, _, c = shape
     matrix = _colour.identity(n, c)
-    mean = channel_means() if any(op.needs_mean for _, op in params_and_ops) else None
-    for params, op in params_and_ops:
+    mean = channel_means() if any(op.needs_mean for *_, op in params_and_ops) else None
+    for params, _, op in params_and_ops:
         current_mean = None if mean is None else _colour.transform_mean(matrix, mean)
         matrix = _colour.compose(op.build(params, c, current_mean), matrix)
     return matrix
@@ -66,11 +80,12 @@ def colour_matrix(shape, params_and_ops, channel_means):
 def run_geometric(images, geometric, colour, border, interpolation, fill):
     """One pass for a run of geometric ops and the run of colour ops right after it (may be
     empty): one resample and one colour matrix per image. images: float32 (N, H, W, C)."""
-    options = dict(border=border, interpolation=interpolation, fill=fill)
+    options = dict(border=border, interpolation=interpolation, fill=fill,
+                   active=_any_applied(geometric + colour))
     geometry = geometry_matrix(images.shape, geometric)
     if not colour:
         return _warp.warp(images, geometry, **options)[0]
-    if not any(op.needs_mean for _, op in colour):
+    if not any(op.needs_mean for *_, op in colour):
         colours = colour_matrix(images.shape, colour, channel_means=None)
         return _warp.warp(images, geometry, colours, **options)[0]
     # Contrast needs the means of the resampled images, which the warp itself computes. The
@@ -90,14 +105,14 @@ def run_colour(images, params_and_ops):
     """One colour transform for a run of colour ops. images: float32 (N, H, W, C)."""
     matrix = colour_matrix(images.shape, params_and_ops,
                            lambda: _colour.channel_means(images))
-    return _colour.apply(images, matrix)
+    return _keep_unapplied(_any_applied(params_and_ops), _colour.apply(images, matrix), images)
 
 
 def apply_ops(images, params_and_ops, *, border, interpolation, fill):
-    """Applies ops with given parameters, fusing runs of the same kind (and a geometric run
-    with the colour run that follows it). float32 in and out."""
+    """Applies ops with given (params, applied (N,) bool, op), fusing runs of the same kind
+    (and a geometric run with the colour run that follows it). float32 in and out."""
     runs = [(kind, list(run))
-            for kind, run in itertools.groupby(params_and_ops, key=lambda item: item[1].kind)]
+            for kind, run in itertools.groupby(params_and_ops, key=lambda item: item[2].kind)]
     while runs:
         kind, run = runs.pop(0)
         if kind == GEOMETRIC:
@@ -106,8 +121,8 @@ def apply_ops(images, params_and_ops, *, border, interpolation, fill):
         elif kind == COLOUR:
             images = run_colour(images, run)
         else:
-            for params, op in run:
-                images = op.build(params, images)
+            for params, applied, op in run:
+                images = _keep_unapplied(applied, op.build(params, images), images)
     return images
 
 
@@ -116,7 +131,8 @@ def make_pipeline(ops: Sequence[Op], *, border: str = "reflect",
     """Composes ops into one pure function `pipeline(key, images, p=1.0) -> images`.
 
     Each op is applied to each sample independently with probability p (a scalar that may be
-    traced: changing it does not recompile). p = 0 returns the input unchanged.
+    traced: changing it does not recompile). Samples no op is applied to are returned
+    unchanged, bit for bit (so p = 0 returns the input).
     images: (N, H, W, C) float32 or bfloat16; the output has the same shape and dtype.
     """
     ops = _check_ops(ops)
@@ -126,14 +142,11 @@ def make_pipeline(ops: Sequence[Op], *, border: str = "reflect",
     def pipeline(key: jax.Array, images: jax.Array, p=1.0) -> jax.Array:
         images = check_images(images)
         p = check_probability(p)
-        params = sample(ops, key, images.shape, p)
-
-        def augment(x):
-            out = apply_ops(x.astype(jnp.float32), list(zip(params, ops)), border=border,
-                            interpolation=interpolation, fill=fill)
-            return out.astype(x.dtype)
-
-        return lax.cond(p > 0, augment, lambda x: x, images)
+        drawn = sample(ops, key, images.shape, p)
+        out = apply_ops(images.astype(jnp.float32),
+                        [(params, applied, o) for (params, applied), o in zip(drawn, ops)],
+                        border=border, interpolation=interpolation, fill=fill)
+        return out.astype(images.dtype)
 
     pipeline.ops = tuple(ops)
     return pipeline

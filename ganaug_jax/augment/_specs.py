@@ -29,7 +29,8 @@ class Op:
 
     draw(u, key, shape, p) -> params: per-sample arrays (leading axis N) for an applied op,
         computed from u, (N, n_uniform) independent U(0, 1) draws (one random call serves a
-        whole pipeline), and from key where an op needs more (the noise field).
+        whole pipeline), and from key where an op needs more (the noise field). An op whose
+        own draws decide where it acts (ada_filter) also returns "applied", (N,) bool.
     identity: parameter values that make the op a no-op (used where it is not applied).
     build: geometric (params, H, W) -> (N, 3, 3) centred output->input matrices;
            colour (params, C, mean (N, C)) -> (N, C+1, C+1) colour matrices;
@@ -51,7 +52,7 @@ def sample(ops, key: jax.Array, shape: tuple, p: jax.Array) -> list:
     """Draws every op's parameters for a batch of `shape`, identity where not applied.
 
     One (N, K) uniform draw feeds all ops (few small kernels: this matters on CPU, where each
-    kernel launch costs microseconds). Returns one params dict per op.
+    kernel launch costs microseconds). Returns one (params dict, applied (N,) bool) per op.
     """
     n = shape[0]
     widths = [o.n_uniform + 1 for o in ops]
@@ -62,10 +63,10 @@ def sample(ops, key: jax.Array, shape: tuple, p: jax.Array) -> list:
         block = u[:, start:start + width]
         start += width
         params = dict(o.draw(block[:, 1:], op_key, shape, p))
-        applied = block[:, 0] < o.probability(p)
+        applied = (block[:, 0] < o.probability(p)) & params.pop("applied", True)
         for name, value in o.identity.items():
             params[name] = jnp.where(applied, params[name], jnp.asarray(value, params[name].dtype))
-        out.append(params)
+        out.append((params, applied))
     return out
 
 
@@ -355,7 +356,7 @@ def ada_filter(*, log2_std: float = 1.0) -> Op:
             t = jnp.ones((n, 4)).at[:, band].set(t_band)
             t = t / jnp.sqrt(jnp.sum(_EXPECTED_POWER * t ** 2, axis=1, keepdims=True))
             gains = gains * t
-        return {"gains": gains}
+        return {"gains": gains, "applied": jnp.any(u[:, 1::2] < p, axis=1)}
 
     return Op("ada_filter", PIXEL, draw, {}, lambda q, x: _pixel.ada_filter(x, q["gains"]),
               n_uniform=8, probability=lambda p: 1.0)

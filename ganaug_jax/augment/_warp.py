@@ -40,24 +40,29 @@ _INTERPOLATION_CODES = {"bilinear": 0, "nearest": 1}
 _MAX_KERNEL_CHANNELS = 16  # kMaxChannels in _warp_cpu.cc
 
 
-def reference_warp(images, geometry, colour, mean_slope, *, border, interpolation, fill):
+def reference_warp(images, geometry, colour, mean_slope, active=None, *, border,
+                   interpolation, fill):
     """Pure JAX warp: (N, H, W, C), (N, 3, 3), (N, C+1, C+1) or (N, 0) (no colour), (N, C, C)
-    or (N, 0) (no mean correction) float32 -> ((N, H, W, C), (N, C))."""
+    or (N, 0) (no mean correction) float32, (N,) bool or None (all active) -> ((N, H, W, C),
+    (N, C))."""
     resampled = _resample.resample(images, geometry, border=border,
                                    interpolation=interpolation, fill=fill)
     # Keep the gather out of the colour transform's fusion: XLA would otherwise repeat it
     # once per output channel.
     resampled = lax.optimization_barrier(resampled)
+    keep = None if active is None else active[:, None, None, None]
+    if keep is not None:
+        resampled = jnp.where(keep, resampled, images)
     out = resampled if colour.size == 0 else _colour.apply(resampled, colour)
     means = _colour.channel_means(resampled)
     if mean_slope.size:
         out = out + jnp.sum(mean_slope * means[:, None, :], axis=2)[:, None, None, :]
-    return out, means
+    return (out if keep is None else jnp.where(keep, out, images)), means
 
 
 # The kernel as a primitive: images (..., H, W, C), geometry (..., 3, 3), colour
-# (..., C+1, C+1) or (..., 0), mean_slope (..., C, C) or (..., 0), any number of shared
-# leading batch dims.
+# (..., C+1, C+1) or (..., 0), mean_slope (..., C, C) or (..., 0), active (...) bool, any
+# number of shared leading batch dims.
 _warp_p = jex_core.Primitive("ganaug_warp")
 _warp_p.multiple_results = True
 
@@ -96,12 +101,13 @@ def _warp_lowering(ctx, *arrays, border, interpolation, fill):
                 fill=np.float32(fill))
 
 
-def _reference_any_batch(images, geometry, colour, mean_slope, **static):
+def _reference_any_batch(*arrays, **static):
     """reference_warp over any number of leading batch dims (the primitive's own form)."""
+    images = arrays[0]
     batch = images.shape[:-3]
     n = math.prod(batch)
-    out, means = reference_warp(*(a.reshape((n,) + a.shape[len(batch):])
-                                  for a in (images, geometry, colour, mean_slope)), **static)
+    out, means = reference_warp(*(a.reshape((n,) + a.shape[len(batch):]) for a in arrays),
+                                **static)
     return out.reshape(images.shape), means.reshape(batch + images.shape[-1:])
 
 
@@ -113,15 +119,15 @@ if _warp_cpu is not None:
     mlir.register_lowering(_warp_p, _warp_lowering, platform="cpu")
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _kernel(images, geometry, colour, mean_slope, border, interpolation, fill):
-    return tuple(_warp_p.bind(images, geometry, colour, mean_slope, border=border,
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _kernel(images, geometry, colour, mean_slope, active, border, interpolation, fill):
+    return tuple(_warp_p.bind(images, geometry, colour, mean_slope, active, border=border,
                               interpolation=interpolation, fill=float(fill)))
 
 
-def _kernel_forward(images, geometry, colour, mean_slope, border, interpolation, fill):
-    out = _kernel(images, geometry, colour, mean_slope, border, interpolation, fill)
-    return out, (images, geometry, colour, mean_slope)
+def _kernel_forward(images, geometry, colour, mean_slope, active, border, interpolation, fill):
+    out = _kernel(images, geometry, colour, mean_slope, active, border, interpolation, fill)
+    return out, (images, geometry, colour, mean_slope, active)
 
 
 def _kernel_backward(border, interpolation, fill, arrays, cotangents):
@@ -161,9 +167,9 @@ def _kernel_problem() -> str | None:
     images = jax.device_put(np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2), cpu)
     identity = jax.device_put(np.eye(3, dtype=np.float32)[None], cpu)
     try:
-        none = jnp.zeros((1, 0), jnp.float32)
-        out, _ = jax.jit(lambda x, g: _kernel(x, g, none, none, "edge", "bilinear", 0.0))(
-            images, identity)
+        none, active = jnp.zeros((1, 0), jnp.float32), jnp.ones((1,), bool)
+        out, _ = jax.jit(lambda x, g: _kernel(x, g, none, none, active, "edge", "bilinear",
+                                              0.0))(images, identity)
         out = np.asarray(out)
     except Exception as error:  # noqa: BLE001 - any failure means: do not use it
         return f"failed: {error}"
@@ -187,24 +193,27 @@ def without_fast_kernels():
         _disabled -= 1
 
 
-def warp(images, geometry, colour=None, mean_slope=None, *, border: str, interpolation: str,
-         fill: float):
+def warp(images, geometry, colour=None, mean_slope=None, active=None, *, border: str,
+         interpolation: str, fill: float):
     """colour @ [r, 1] + mean_slope @ means(r), r = resample(images, geometry), and the means.
 
     images: (N, H, W, C) float32, H, W >= 2; geometry: (N, 3, 3) centred output->input maps
     (see _resample); colour: (N, C+1, C+1) affine colour matrices, or None for none;
     mean_slope: (N, C, C), or None: adds mean_slope @ (the channel means of r) to every pixel
     (a colour matrix that depends on those means, as contrast's does, is affine in them
-    through its offset). Returns the (N, H, W, C) float32 output and the (N, C) float32 means
-    of r. The kernel and the reference agree to float32 rounding; with nearest sampling a
-    source coordinate within rounding of a half-pixel may round to the other neighbour.
+    through its offset); active: (N,) bool, or None for all: images where it is False are
+    returned unchanged, bit for bit (their means are the input's). Returns the (N, H, W, C)
+    float32 output and the (N, C) float32 means of r. The kernel and the reference agree to
+    float32 rounding; with nearest sampling a source coordinate within rounding of a
+    half-pixel may round to the other neighbour.
     """
     static = dict(border=border, interpolation=interpolation, fill=fill)
     none = jnp.zeros(images.shape[:1] + (0,), jnp.float32)
     arrays = (images, geometry, none if colour is None else colour,
               none if mean_slope is None else mean_slope)
     if not _kernel_applies(images, fill):
-        return reference_warp(*arrays, **static)
+        return reference_warp(*arrays, active, **static)
+    arrays += (jnp.ones(images.shape[:1], bool) if active is None else active,)
     # The primitive lowers to the kernel on CPU and to the reference elsewhere.
     return _kernel(*arrays, border, interpolation, fill)
 

@@ -6,10 +6,12 @@
 // _colour.apply are the reference), threaded over row blocks on XLA's intra-op pool.
 //
 //   ganaug_warp: images (..., H, W, C), geometry (..., 3, 3), colour (..., C+1, C+1) or
-//     (..., 0) for none, mean_slope (..., C, C) or (..., 0) for none
+//     (..., 0) for none, mean_slope (..., C, C) or (..., 0) for none, active (...) bool
 //     -> out (..., H, W, C) = colour @ [r, 1] + mean_slope @ means, r = resample(images,
 //        geometry), means (..., C) = the per-image channel means of r (what contrast needs:
 //        a colour matrix that depends on them is affine in them through its offset).
+//     Images whose `active` is false are copied unchanged (out = images, bit for bit; their
+//     means are the input's): the samples a pipeline applies no op to.
 // Attributes: border (0 reflect, 1 constant, 2 edge), interpolation (0 bilinear, 1 nearest),
 // fill (float, the constant border's value).
 
@@ -378,6 +380,22 @@ int64_t RowsPerBlock(const Geometry& g) {
   return std::max<int64_t>(1, std::min<int64_t>(g.height, 16384 / g.width));
 }
 
+// Copies rows [row_begin, row_end) of one image to `out` and adds their values to
+// sums[0..C) (an image no op is applied to).
+void CopyRows(const Geometry& g, const float* image, int64_t row_begin, int64_t row_end,
+              float* out, double* sums) {
+  const int64_t c = g.channels, row = g.width * c;
+  std::copy(image + row_begin * row, image + row_end * row, out + row_begin * row);
+  for (int64_t y = row_begin; y < row_end; ++y) {
+    float row_total[kMaxChannels] = {};
+    const float* pixel = image + y * row;
+    for (int64_t x = 0; x < g.width; ++x, pixel += c) {
+      for (int64_t k = 0; k < c; ++k) row_total[k] += pixel[k];
+    }
+    for (int64_t k = 0; k < c; ++k) sums[k] += row_total[k];
+  }
+}
+
 // out[pixel] += slope @ mean for every pixel of rows [row_begin, row_end) of one image.
 void AddCorrection(const float* slope, const float* mean, int64_t c, int64_t row_begin,
                    int64_t row_end, int64_t width, float* out) {
@@ -394,7 +412,8 @@ void AddCorrection(const float* slope, const float* mean, int64_t c, int64_t row
 
 ffi::Error WarpImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> images,
                     ffi::Buffer<ffi::F32> geometry, ffi::Buffer<ffi::F32> colour,
-                    ffi::Buffer<ffi::F32> mean_slope, ffi::ResultBuffer<ffi::F32> out,
+                    ffi::Buffer<ffi::F32> mean_slope, ffi::Buffer<ffi::PRED> active,
+                    ffi::ResultBuffer<ffi::F32> out,
                     ffi::ResultBuffer<ffi::F32> means, int32_t border, int32_t interpolation,
                     float fill) {
   Geometry g;
@@ -410,6 +429,10 @@ ffi::Error WarpImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> images,
   if (has_slope && mean_slope.element_count() != static_cast<size_t>(g.images * c * c)) {
     return ffi::Error::InvalidArgument("ganaug_warp: mean_slope must be (..., C, C) or empty");
   }
+  if (active.element_count() != static_cast<size_t>(g.images)) {
+    return ffi::Error::InvalidArgument("ganaug_warp: active must be (...) with the batch dims");
+  }
+  const bool* is_active = active.typed_data();
   const int64_t rows = RowsPerBlock(g);
   const int64_t blocks_per_image = (g.height + rows - 1) / rows;
   // Partial sums per block, reduced in block order: the means do not depend on threads.
@@ -435,12 +458,16 @@ ffi::Error WarpImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> images,
   ParallelFor(pool, g.images * blocks_per_image, [&](int64_t i) {
     const int64_t n = i / blocks_per_image, b = i % blocks_per_image;
     const int64_t row_begin = b * rows, row_end = std::min(g.height, (b + 1) * rows);
-    rows_fn(g, in + n * pixels, in_end, mat + n * 9,
-            has_colour ? col + n * (c + 1) * (c + 1) : nullptr, fill, row_begin, row_end,
-            dst + n * pixels, partial.data() + i * c);
+    if (is_active[n]) {
+      rows_fn(g, in + n * pixels, in_end, mat + n * 9,
+              has_colour ? col + n * (c + 1) * (c + 1) : nullptr, fill, row_begin, row_end,
+              dst + n * pixels, partial.data() + i * c);
+    } else {
+      CopyRows(g, in + n * pixels, row_begin, row_end, dst + n * pixels, partial.data() + i * c);
+    }
     if (blocks_per_image == 1) {  // the whole image: its mean is known, its pixels cached
       image_mean(n);
-      if (has_slope) {
+      if (has_slope && is_active[n]) {
         AddCorrection(slope + n * c * c, mean + n * c, c, 0, g.height, g.width,
                       dst + n * pixels);
       }
@@ -451,6 +478,7 @@ ffi::Error WarpImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> images,
     if (has_slope) {
       ParallelFor(pool, g.images * blocks_per_image, [&](int64_t i) {
         const int64_t n = i / blocks_per_image, b = i % blocks_per_image;
+        if (!is_active[n]) return;
         AddCorrection(slope + n * c * c, mean + n * c, c, b * rows,
                       std::min(g.height, (b + 1) * rows), g.width, dst + n * pixels);
       });
@@ -468,6 +496,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GanaugWarp, WarpImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int32_t>("border")
