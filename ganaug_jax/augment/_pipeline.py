@@ -92,12 +92,14 @@ def run_geometric(images, geometric, colour, border, interpolation, fill):
     # colour matrix is affine in those means through its offset column only (every op's
     # linear part is mean-free): the warp applies it at mean 0 and adds slope @ means, the
     # slope read off the offsets at unit means.
+    # The C + 1 evaluations (means 0, then each unit vector) run as one, vmapped: fewer small
+    # kernels, which is what the parameters cost on CPU.
     n, _, _, c = images.shape
-    unit = jnp.eye(c, dtype=jnp.float32)
-    offset_at = [colour_matrix(images.shape, colour, lambda m=m: jnp.broadcast_to(m, (n, c)))
-                 for m in [jnp.zeros(c, jnp.float32), *unit]]
-    at_zero = offset_at[0]
-    slope = jnp.stack([m[:, :c, c] - at_zero[:, :c, c] for m in offset_at[1:]], axis=2)
+    grid = jnp.concatenate([jnp.zeros((1, c), jnp.float32), jnp.eye(c, dtype=jnp.float32)])
+    at = jax.vmap(lambda m: colour_matrix(images.shape, colour,
+                                          lambda: jnp.broadcast_to(m, (n, c))))(grid)
+    at_zero = at[0]
+    slope = jnp.moveaxis(at[1:, :, :c, c] - at_zero[None, :, :c, c], 0, 2)
     return _warp.warp(images, geometry, at_zero, slope, **options)[0]
 
 
