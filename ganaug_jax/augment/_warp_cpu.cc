@@ -77,6 +77,22 @@ inline float InsideWeight(float coord, float size) {
   return std::min(std::max(1.0f - outside, 0.0f), 1.0f);
 }
 
+// One output row's source coordinates, per thread and reused from call to call (a work item
+// is one small image at 32x32: allocating these per item cost more than the item).
+// inside_x/y are only read under the constant border, which writes them for every pixel.
+struct RowScratch {
+  std::vector<float> sx, sy, inside_x, inside_y, fx, fy;
+  std::vector<int32_t> offset;
+
+  void Reserve(int64_t w) {
+    if (static_cast<int64_t>(sx.size()) >= w) return;
+    for (std::vector<float>* v : {&sx, &sy, &fx, &fy}) v->resize(w);
+    inside_x.assign(w, 1.0f);
+    inside_y.assign(w, 1.0f);
+    offset.resize(w);
+  }
+};
+
 // Resamples rows [row_begin, row_end) of one image, writes colour @ [pixel, 1] to `out`
 // (row-major, W * C per row) and adds the resampled (pre-colour) values to sums[0..C).
 // kC is the channel count, or 0 for `g.channels`. `image_end` bounds the whole input
@@ -105,9 +121,15 @@ void WarpRows(const Geometry& g, const float* image, const float* image_end, con
 #endif
   // Source coordinates of one output row, computed in a branch-free loop first (which the
   // compiler vectorises), then used pixel by pixel.
-  std::vector<float> row_sx(w), row_sy(w), row_inside_x(w, 1.0f), row_inside_y(w, 1.0f);
-  std::vector<float> row_fx(w), row_fy(w);
-  std::vector<int32_t> row_offset(w);
+  thread_local RowScratch scratch;
+  scratch.Reserve(w);
+  float* const row_sx = scratch.sx.data();
+  float* const row_sy = scratch.sy.data();
+  float* const row_inside_x = scratch.inside_x.data();
+  float* const row_inside_y = scratch.inside_y.data();
+  float* const row_fx = scratch.fx.data();
+  float* const row_fy = scratch.fy.data();
+  int32_t* const row_offset = scratch.offset.data();
   const float m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3], m4 = m[4], m5 = m[5];
   // Output tiles of kTile columns keep each tile's source region in L1 (a rotated row
   // reads a diagonal band of the input).
