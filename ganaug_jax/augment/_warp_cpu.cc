@@ -188,10 +188,12 @@ void WarpRows(const Geometry& g, const float* image, const float* image_end, con
       const int64_t prefetch_shift =
           static_cast<int64_t>(std::lround(kAhead * m4 + 1.0f)) * w +
           static_cast<int64_t>(std::lround(kAhead * m1));
-      for (; x + 4 <= x_end; x += 4) {
-        const __m128 xs = _mm_sub_ps(_mm_setr_ps(static_cast<float>(x), static_cast<float>(x + 1),
-                                                 static_cast<float>(x + 2), static_cast<float>(x + 3)),
-                                     _mm_set1_ps(cx));
+      // The 4 column indices as floats, stepped by 4 (exact: indices are below 2^24).
+      __m128 columns = _mm_setr_ps(static_cast<float>(x), static_cast<float>(x + 1),
+                                   static_cast<float>(x + 2), static_cast<float>(x + 3));
+      const __m128 four = _mm_set1_ps(4.0f);
+      for (; x + 4 <= x_end; x += 4, columns = _mm_add_ps(columns, four)) {
+        const __m128 xs = _mm_sub_ps(columns, _mm_set1_ps(cx));
         __m128 sx = _mm_add_ps(_mm_add_ps(_mm_add_ps(_mm_mul_ps(_mm_set1_ps(m0), xs), bx),
                                           _mm_set1_ps(m2)), _mm_set1_ps(cx));
         __m128 sy = _mm_add_ps(_mm_add_ps(_mm_add_ps(_mm_mul_ps(_mm_set1_ps(m3), xs), by),
