@@ -216,7 +216,7 @@ void WarpRows(const Geometry& g, const float* image, const float* image_end, con
         // y0 * W + x0 is exact in float32 for images below 2^24 pixels (checked on entry).
         const __m128i offsets = _mm_cvttps_epi32(_mm_add_ps(_mm_mul_ps(y0, vw), x0));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(&row_offset[x]), offsets);
-        // The patch rows the same pixels read kAhead output rows later: XLA's hardware
+        // The patch rows the same pixels read kAhead output rows later: the CPU's hardware
         // prefetchers do not follow a tile's diagonal band through the input.
         const uintptr_t ahead = reinterpret_cast<uintptr_t>(image) +
             static_cast<uintptr_t>(_mm_cvtsi128_si32(offsets) + prefetch_shift) * c * 4;
