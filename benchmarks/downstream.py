@@ -47,16 +47,20 @@ MIXED = ("real+gan", "real+both")  # the arms whose rows depend on --synthetic-f
 
 
 def row_key(row: dict) -> tuple:
-    return (row["experiment"], row.get("k"), row["seed"], row["arm"], row["synthetic_fraction"])
+    return (row["experiment"], row.get("k"), row["seed"], row["arm"], row["synthetic_fraction"],
+            row.get("synthetic_label_smoothing", 0.0))
 
 
-def arm_fraction(arm: str, fraction: float) -> float:
-    return fraction if arm in MIXED else float(arm == "gan")
+def arm_mixing(arm: str, args) -> tuple:
+    """(synthetic fraction, label smoothing) of the arm's rows under these arguments."""
+    if arm in MIXED:
+        return args.synthetic_fraction, args.synthetic_label_smoothing
+    return float(arm == "gan"), 0.0
 
 
 def low_data(k: int, seed: int, args, emit, done) -> None:
     arms = tuple(a for a in downstream.ARMS
-                 if ("low_data", k, seed, a, arm_fraction(a, args.synthetic_fraction)) not in done)
+                 if ("low_data", k, seed, a, *arm_mixing(a, args)) not in done)
     if not arms:
         return
     workdir = pathlib.Path(args.workdir) / f"k{k}" / f"seed{seed}"
@@ -68,6 +72,7 @@ def low_data(k: int, seed: int, args, emit, done) -> None:
     options = protocol.EvaluateOptions(seeds=(seed,), arms=arms,
                                        synthetic_per_class=args.synthetic_per_class,
                                        synthetic_fraction=args.synthetic_fraction,
+                                       synthetic_label_smoothing=args.synthetic_label_smoothing,
                                        classifier=downstream.ClassifierSpec(steps=args.classifier_steps))
     for row in protocol.evaluate_samples(real, synthetic, options):
         emit(dict(row, experiment="low_data", k=k, gan_train_seconds=round(seconds, 1)))
@@ -122,6 +127,9 @@ def main() -> None:
     parser.add_argument("--synthetic-fraction", type=float,
                         default=protocol.EvaluateOptions().synthetic_fraction,
                         help="share of GAN samples in each real+gan / real+both batch")
+    parser.add_argument("--synthetic-label-smoothing", type=float,
+                        default=protocol.EvaluateOptions().synthetic_label_smoothing,
+                        help="label smoothing of those GAN samples")
     parser.add_argument("--classifier-steps", type=int, default=downstream.ClassifierSpec().steps)
     parser.add_argument("--workdir", default="runs/downstream")
     parser.add_argument("--out", default="benchmarks/results/downstream")
@@ -149,7 +157,7 @@ def main() -> None:
                 imbalanced(seed, args, emit)
     rows_all = rows
     rows = [r for r in rows_all if r["experiment"] != "low_data"
-            or r["synthetic_fraction"] == arm_fraction(r["arm"], args.synthetic_fraction)]
+            or row_key(r)[-2:] == arm_mixing(r["arm"], args)]
     parts = []
     ks = sorted({r["k"] for r in rows if r["experiment"] == "low_data"})
     if ks:

@@ -105,7 +105,8 @@ def _evaluate_options(args):
     return protocol.EvaluateOptions(
         seeds=tuple(args.seeds), arms=tuple(args.arms or downstream.ARMS),
         synthetic_per_class=args.synthetic_per_class,
-        synthetic_fraction=args.synthetic_fraction, classifier=spec)
+        synthetic_fraction=args.synthetic_fraction,
+        synthetic_label_smoothing=args.synthetic_label_smoothing, classifier=spec)
 
 
 def _evaluate(args, overrides) -> int:
@@ -137,8 +138,10 @@ def _add_evaluate_flags(parser, *, seeds) -> None:
     # the defaults of protocol.EvaluateOptions (not imported here: `ganaug --help` stays fast)
     parser.add_argument("--synthetic-per-class", type=int, default=1000,
                         help="GAN samples per class (default 1000)")
-    parser.add_argument("--synthetic-fraction", type=float, default=0.25,
-                        help="share of GAN samples in each mixed batch (default 0.25)")
+    parser.add_argument("--synthetic-fraction", type=float, default=0.5,
+                        help="share of GAN samples in each mixed batch (default 0.5)")
+    parser.add_argument("--synthetic-label-smoothing", type=float, default=0.7,
+                        help="label smoothing of the GAN samples in mixed batches (default 0.7)")
     parser.add_argument("--classifier-steps", type=int, default=None,
                         help="classifier training steps, the same for every arm "
                              "(default: downstream.ClassifierSpec's)")

@@ -66,6 +66,7 @@ def test_evaluate_on_the_demo_run_matches_the_demo(demo_dir, tmp_path):
     (["--arms", "real", "nonsense"], "--arms must be a subset"),
     (["--synthetic-fraction", "1.5"], "--synthetic-fraction must be in (0, 1)"),
     (["--synthetic-per-class", "0"], "--synthetic-per-class must be >= 1"),
+    (["--synthetic-label-smoothing", "1"], "--synthetic-label-smoothing must be in [0, 1)"),
 ])
 def test_evaluate_rejects_bad_options(demo_dir, tmp_path, capsys, flags, message):
     argv = ["evaluate", "--workdir", str(demo_dir / "gan"), "--out", str(tmp_path / "r"), *flags]
@@ -112,3 +113,4 @@ def test_cli_defaults_are_the_protocol_defaults(command):
     defaults = protocol.EvaluateOptions()
     assert args.synthetic_per_class == defaults.synthetic_per_class
     assert args.synthetic_fraction == defaults.synthetic_fraction
+    assert args.synthetic_label_smoothing == defaults.synthetic_label_smoothing

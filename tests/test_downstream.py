@@ -178,6 +178,49 @@ def test_trainer_mixing_reads_both_sources():
     assert not _same(a, train(key, _device(_other(real, 7)), _device(synthetic)))
 
 
+def test_cross_entropy_smooths_only_the_synthetic_targets_against_float64_numpy():
+    rng = np.random.default_rng(4)
+    logits = rng.normal(0, 3, (12, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, 12).astype(np.int32)
+    is_synthetic = rng.random(12) < 0.5
+    assert 0 < is_synthetic.sum() < 12
+    z = logits.astype(np.float64)
+    log_p = z - z.max(-1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+    for s in (0.0, 0.2, 0.9):
+        targets = np.eye(5)[labels]
+        targets[is_synthetic] = (1 - s) * targets[is_synthetic] + s / 5
+        expected = -(targets * log_p).sum(-1).mean()
+        got = ds.cross_entropy(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(is_synthetic), s)
+        np.testing.assert_allclose(float(got), expected, rtol=1e-6)
+    # all real: smoothing changes nothing
+    real_only = jnp.zeros(12, bool)
+    np.testing.assert_allclose(float(ds.cross_entropy(jnp.asarray(logits), jnp.asarray(labels),
+                                                      real_only, 0.5)),
+                               -np.take_along_axis(log_p, labels[:, None], -1).mean(), rtol=1e-6)
+
+
+def test_label_smoothing_changes_only_mixed_arms_and_is_checked():
+    real, synthetic, test = _toy(6, 4), _toy(6, 5), _toy(4, 6)
+    kw = {"num_classes": 2, "spec": TINY, "synthetic_fraction": 0.5}
+    key = jax.random.key(1)
+    for arm in ("real", "gan"):  # no mixed batches: hard labels whatever the option says
+        a = ds.run_arm(arm, key, real, synthetic, test, **kw)
+        b = ds.run_arm(arm, key, real, synthetic, test, synthetic_label_smoothing=0.3, **kw)
+        assert a == b and b["synthetic_label_smoothing"] == 0.0
+    plain = ds.make_trainer(2, TINY, augment=None, synthetic_fraction=0.5)
+    smooth = ds.make_trainer(2, TINY, augment=None, synthetic_fraction=0.5,
+                             synthetic_label_smoothing=0.3)
+    args = (key, _device(real), _device(synthetic))
+    assert not _same(plain(*args), smooth(*args))
+    assert ds.run_arm("real+gan", key, real, synthetic, test, synthetic_label_smoothing=0.3,
+                      **kw)["synthetic_label_smoothing"] == 0.3
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"synthetic_label_smoothing must lie in \[0, 1\)"):
+            ds.make_trainer(2, TINY, augment=None, synthetic_fraction=0.5,
+                            synthetic_label_smoothing=bad)
+
+
 def test_real_arm_learns_a_separable_toy_problem():
     spec = ds.ClassifierSpec(steps=30, batch_size=16, width=8, learning_rate=1e-2, dropout=0.0)
     train_set, test_set = _toy(16, 10), _toy(20, 11)

@@ -330,6 +330,7 @@ def test_mix_batch_counts_sources_determinism_and_jit():
     np.testing.assert_array_equal(x, np.broadcast_to(x[:, :1, :1], x.shape))
     is_synthetic = y >= 100
     assert is_synthetic.sum() == 3
+    np.testing.assert_array_equal(batch["synthetic"], is_synthetic)
     assert np.all(y[is_synthetic] < 107) and np.all(y[~is_synthetic] < 20)
     again = mixing.mix_batch(key, real, synthetic, batch_size=10, synthetic_fraction=0.3)
     np.testing.assert_array_equal(again["y"], y)
@@ -355,6 +356,8 @@ def test_mix_batch_extremes_rounding_and_uniformity():
     y = np.asarray(mixing.mix_batch(key, real, synthetic, batch_size=4000,
                                     synthetic_fraction=0.25)["y"])
     assert (y >= 100).sum() == 1000
+    np.testing.assert_array_equal(mixing.mix_batch(key, real, synthetic, batch_size=4000,
+                                                   synthetic_fraction=0.25)["synthetic"], y >= 100)
     counts = np.bincount(y[y < 100], minlength=10)  # 3000 draws over 10 items: 300 +- 16.4
     assert np.all(np.abs(counts - 300) < 5 * np.sqrt(3000 * 0.1 * 0.9)), counts
     # The real and synthetic halves sit in random positions, not in two blocks.

@@ -32,9 +32,10 @@ def _check_source(arrays, name: str) -> None:
 
 def mix_batch(key: jax.Array, real: dict, synthetic: dict, *, batch_size: int,
               synthetic_fraction: float) -> dict:
-    """{'x': (B, ...), 'y': (B,)} with exactly `synthetic_count(B, fraction)` synthetic samples
-    and the rest real, each drawn uniformly with replacement, in a random order (so every
-    shard of a batch split on the `data` axis sees both sources).
+    """{'x': (B, ...), 'y': (B,), 'synthetic': (B,) bool} with exactly
+    `synthetic_count(B, fraction)` synthetic samples (`synthetic` True) and the rest real, each
+    drawn uniformly with replacement, in a random order (so every shard of a batch split on the
+    `data` axis sees both sources).
 
     real, synthetic: {'x': (N, ...), 'y': (N,)} with the same sample shape and dtypes.
     """
@@ -55,4 +56,5 @@ def mix_batch(key: jax.Array, real: dict, synthetic: dict, *, batch_size: int,
     parts = [draw_from_arrays(k, arrays, n) for k, arrays, n in
              ((k_real, real, n_real), (k_synthetic, synthetic, n_synthetic)) if n]
     order = jax.random.permutation(k_order, batch_size)
-    return {field: jnp.concatenate([p[field] for p in parts])[order] for field in ("x", "y")}
+    mixed = {field: jnp.concatenate([p[field] for p in parts])[order] for field in ("x", "y")}
+    return dict(mixed, synthetic=order >= n_real)

@@ -6,6 +6,9 @@ Arms (PROTOCOLS.md §2), same classifier, optimiser, steps and seed:
   real+gan        batches mixing real and GAN samples (`synthetic_fraction` of each batch);
   real+both       the mix, then the classical pipeline on every image;
   gan             GAN samples only (classification accuracy score, CAS).
+In the mixed arms the GAN samples' one-hot targets are smoothed towards uniform by
+`synthetic_label_smoothing` (a conditional GAN's sample is not always a clean member of its
+class); real samples, and the GAN-only arm (CAS as defined), keep hard labels.
 Images are float32 (N, H, W, C) in [-1, 1]; labels int32 (N,) in [0, K). The whole training run
 is one jitted loop over device-resident arrays; batch t is drawn from fold_in(key, t).
 """
@@ -55,11 +58,28 @@ def classical_augmentation() -> aug.Pipeline:
         border="edge", interpolation="bilinear")
 
 
-@functools.cache  # one compiled step per (classes, spec, augment, fraction), reused across seeds
+def cross_entropy(logits: jax.Array, labels: jax.Array, is_synthetic: jax.Array,
+                  synthetic_label_smoothing: float) -> jax.Array:
+    """Mean cross-entropy of logits (B, K) float32 against labels (B,) int in [0, K): hard
+    targets for real samples, (1 - s) one_hot + s / K where is_synthetic (B,) bool is True."""
+    if not synthetic_label_smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    hard = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    targets = jnp.where(is_synthetic[:, None],
+                        optax.smooth_labels(hard, synthetic_label_smoothing), hard)
+    return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+@functools.cache  # one compiled step per (classes, spec, augment, fraction, smoothing)
 def make_trainer(num_classes: int, spec: ClassifierSpec, *, augment: aug.Pipeline | None,
-                 synthetic_fraction: float):
+                 synthetic_fraction: float, synthetic_label_smoothing: float = 0.0):
     """train(key, real, synthetic) -> params; real/synthetic are {'x', 'y'} device arrays (either
-    may be None when synthetic_fraction is 1 or 0). The step compiles once per array shapes."""
+    may be None when synthetic_fraction is 1 or 0). Synthetic samples train on the targets
+    (1 - s) one_hot(y) + s / K, s = synthetic_label_smoothing in [0, 1). The step compiles once
+    per array shapes."""
+    if not 0.0 <= synthetic_label_smoothing < 1.0:  # also rejects NaN
+        raise ValueError(f"synthetic_label_smoothing must lie in [0, 1), got "
+                         f"{synthetic_label_smoothing!r}")
     model = spec.module(num_classes)
     n_synthetic = mixing.synthetic_count(spec.batch_size, synthetic_fraction)
     n_real = spec.batch_size - n_synthetic
@@ -73,12 +93,13 @@ def make_trainer(num_classes: int, spec: ClassifierSpec, *, augment: aug.Pipelin
                                      synthetic_fraction=synthetic_fraction)
         else:
             drawn = draw_from_arrays(k_mix, real if n_real else synthetic, spec.batch_size)
+            drawn["synthetic"] = jnp.full((spec.batch_size,), not n_real)
         x = drawn["x"] if augment is None else augment(k_aug, drawn["x"], 1.0)
-        return x, drawn["y"]
+        return x, drawn["y"], drawn["synthetic"]
 
-    def loss_fn(params, x, y, key):
+    def loss_fn(params, x, y, is_synthetic, key):
         logits, _ = model.apply({"params": params}, x, train=True, rngs={"dropout": key})
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return cross_entropy(logits, y, is_synthetic, synthetic_label_smoothing)
 
     @jax.jit
     def init(key, like):
@@ -89,8 +110,8 @@ def make_trainer(num_classes: int, spec: ClassifierSpec, *, augment: aug.Pipelin
     def step(carry, key, real, synthetic):
         params, opt_state = carry
         k_batch, k_drop = jax.random.split(key)
-        x, y = batch(k_batch, real, synthetic)
-        grads = jax.grad(loss_fn)(params, x, y, k_drop)
+        x, y, is_synthetic = batch(k_batch, real, synthetic)
+        grads = jax.grad(loss_fn)(params, x, y, is_synthetic, k_drop)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
@@ -149,21 +170,25 @@ def smallest_classes(y: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def run_arm(arm: str, key, real: dict, synthetic: dict | None, test: dict, *, num_classes: int,
-            spec: ClassifierSpec, synthetic_fraction: float = 0.5) -> dict:
-    """Trains the arm's classifier and scores it on the real test split."""
+            spec: ClassifierSpec, synthetic_fraction: float = 0.5,
+            synthetic_label_smoothing: float = 0.0) -> dict:
+    """Trains the arm's classifier and scores it on the real test split. The smoothing applies
+    to the GAN samples of the mixed arms only."""
     if arm not in ARMS:
         raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
     if _USES_GAN[arm] and synthetic is None:
         raise ValueError(f"arm {arm!r} needs synthetic samples")
-    fraction = synthetic_fraction if _USES_REAL[arm] and _USES_GAN[arm] else float(_USES_GAN[arm])
+    mixed = _USES_REAL[arm] and _USES_GAN[arm]
+    fraction = synthetic_fraction if mixed else float(_USES_GAN[arm])
+    smoothing = synthetic_label_smoothing if mixed else 0.0
     train = make_trainer(num_classes, spec,
                          augment=classical_augmentation() if _USES_CLASSICAL[arm] else None,
-                         synthetic_fraction=fraction)
+                         synthetic_fraction=fraction, synthetic_label_smoothing=smoothing)
     params = train(key, jax.tree.map(jnp.asarray, real),
                    None if synthetic is None else jax.tree.map(jnp.asarray, synthetic))
     probs, _ = predict(params, test["x"], num_classes, spec)
     result = scores(test["y"], probs.argmax(-1), num_classes, smallest_classes(real["y"], num_classes))
-    return dict(result, arm=arm, synthetic_fraction=fraction)
+    return dict(result, arm=arm, synthetic_fraction=fraction, synthetic_label_smoothing=smoothing)
 
 
 def train_domain_classifier(real: dict, num_classes: int, *, seed: int = 0,
