@@ -2,7 +2,10 @@
 reference (itself tested against PIL / SciPy / scikit-image in test_augment_reference.py),
 under jit, vmap, grad and a sharded jit."""
 
+import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -200,6 +203,49 @@ def test_pipeline_with_the_kernel_equals_the_pure_jax_pipeline(rgb_batch):
     fast, plain = fast(key, rgb_batch, 1.0), plain(key, rgb_batch, 1.0)
     np.testing.assert_allclose(np.asarray(fast), np.asarray(plain), atol=3e-5)
     assert float(jnp.max(jnp.abs(fast - rgb_batch))) > 0.1  # the ops did something
+
+
+_PATHS_SCRIPT = """
+import sys, numpy as np, jax
+sys.path.insert(0, {tests!r})
+from test_warp_kernel import _inputs, _slope, BORDERS, INTERPOLATIONS
+from ganaug_jax.augment import _warp, _warp_cpu
+out = {{"uses_avx2": np.array(_warp_cpu.uses_avx2())}}
+for shape in [(3, 37, 45, 3), (2, 8, 8, 3), (2, 19, 23, 1), (2, 16, 17, 5)]:
+    images, geometry, colour = _inputs(shape, seed=7)
+    for border in BORDERS:
+        for interpolation in INTERPOLATIONS:
+            for with_colour in (False, True):
+                name = f"{{shape}}-{{border}}-{{interpolation}}-{{with_colour}}"
+                args = (colour, _slope(shape[0], shape[3], 7)) if with_colour else (None, None)
+                res = jax.jit(lambda x, g, c, s: _warp.warp(
+                    x, g, c, s, border=border, interpolation=interpolation, fill=0.25))(
+                    images, geometry, *args)
+                out[name], out[name + "-means"] = map(np.asarray, res)
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.mark.skipif(not A.fast_kernels_available(), reason="the C++ kernel is not built")
+def test_avx2_paths_give_the_bits_of_the_4_lane_paths(tmp_path):
+    """The kernel's AVX2 paths (coordinates 8 at a time, 3-channel bilinear pixels 2 at a time)
+    against its 4-lane paths (GANAUG_WARP_NO_AVX2), in fresh processes: the same bits."""
+    script = tmp_path / "paths.py"
+    script.write_text(_PATHS_SCRIPT.format(tests=os.path.dirname(__file__)))
+    results = {}
+    for name, extra in (("default", {}), ("no_avx2", {"GANAUG_WARP_NO_AVX2": "1"})):
+        env = {k: v for k, v in os.environ.items() if k != "GANAUG_WARP_NO_AVX2"}
+        env.update(JAX_PLATFORMS="cpu", **extra)
+        subprocess.run([sys.executable, str(script), str(tmp_path / f"{name}.npz")], env=env,
+                       check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+        results[name] = np.load(tmp_path / f"{name}.npz")
+    assert not results["no_avx2"]["uses_avx2"]
+    if not results["default"]["uses_avx2"]:
+        pytest.skip("this CPU has no AVX2: only the 4-lane paths exist here")
+    keys = [k for k in results["default"].files if k != "uses_avx2"]
+    assert len(keys) == 4 * 3 * 2 * 2 * 2
+    for key in keys:
+        np.testing.assert_array_equal(results["default"][key], results["no_avx2"][key], err_msg=key)
 
 
 def test_sharded_jit_runs_the_kernel_per_shard():

@@ -22,6 +22,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -29,6 +30,10 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #include <xmmintrin.h>
+#endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define GANAUG_AVX2_PATH 1  // compiled for AVX2 with a target attribute, used where the CPU has it
 #endif
 
 #include "xla/ffi/api/ffi.h"
@@ -97,6 +102,149 @@ struct RowScratch {
 // (row-major, W * C per row) and adds the resampled (pre-colour) values to sums[0..C).
 // kC is the channel count, or 0 for `g.channels`. `image_end` bounds the whole input
 // buffer (the vector path reads one float past a 2x2 patch).
+#if defined(GANAUG_AVX2_PATH)
+// The AVX2 paths below give the same bits as the 4-lane ones; GANAUG_WARP_NO_AVX2 set in the
+// environment when the module loads turns them off (tests compare the two).
+bool UseAvx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && std::getenv("GANAUG_WARP_NO_AVX2") == nullptr;
+}
+const bool kCpuHasAvx2 = UseAvx2();
+
+// 3-channel bilinear output pixels two at a time (one per 128-bit half of a 256-bit vector),
+// with the same products in the same order per lane as WarpRows' 4-lane path, so the same
+// bits. Starts at pixel x of output row y and stops before x_end, before the row's last pixel
+// (each pair's 8-float store spills 2 floats onto the next pixel, written later), or before a
+// patch that is not readable with 4-float loads. Returns where it stopped; the pixels'
+// sum is added to *row_total in pixel order. No FMA: a*b+c stays two roundings.
+template <int32_t kBorder>
+[[gnu::target("avx2")]] int64_t BilinearPairs3(
+    const float* image, const float* image_end, int64_t w, int64_t y, int64_t x,
+    int64_t x_end, const int32_t* row_offset, const float* row_fx, const float* row_fy,
+    const float* row_inside_x, const float* row_inside_y, float fill, const float* colour,
+    __m128* row_total, float* out) {
+  __m256 columns[3], offset = _mm256_setzero_ps();
+  if (colour != nullptr) {
+    for (int k = 0; k < 3; ++k) {
+      columns[k] = _mm256_setr_ps(colour[k], colour[4 + k], colour[8 + k], 0.0f,
+                                  colour[k], colour[4 + k], colour[8 + k], 0.0f);
+    }
+    offset = _mm256_setr_ps(colour[3], colour[7], colour[11], 0.0f,
+                            colour[3], colour[7], colour[11], 0.0f);
+  }
+  const __m256i pack = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 7, 3);
+  __m128 total = *row_total;
+  for (; x + 2 <= x_end && x + 2 < w; x += 2) {
+    const float* a0 = image + static_cast<int64_t>(row_offset[x]) * 3;
+    const float* a1 = image + static_cast<int64_t>(row_offset[x + 1]) * 3;
+    const float* b0 = a0 + w * 3;
+    const float* b1 = a1 + w * 3;
+    if (b0 + 7 > image_end || b1 + 7 > image_end) break;
+    const float fx0 = row_fx[x], fx1 = row_fx[x + 1], fy0 = row_fy[x], fy1 = row_fy[x + 1];
+    const __m256 vfx = _mm256_setr_m128(_mm_set1_ps(fx0), _mm_set1_ps(fx1));
+    const __m256 vgx = _mm256_setr_m128(_mm_set1_ps(1.0f - fx0), _mm_set1_ps(1.0f - fx1));
+    const __m256 vfy = _mm256_setr_m128(_mm_set1_ps(fy0), _mm_set1_ps(fy1));
+    const __m256 vgy = _mm256_setr_m128(_mm_set1_ps(1.0f - fy0), _mm_set1_ps(1.0f - fy1));
+    const __m256 top = _mm256_add_ps(
+        _mm256_mul_ps(_mm256_loadu2_m128(a1, a0), vgx),
+        _mm256_mul_ps(_mm256_loadu2_m128(a1 + 3, a0 + 3), vfx));
+    const __m256 bottom = _mm256_add_ps(
+        _mm256_mul_ps(_mm256_loadu2_m128(b1, b0), vgx),
+        _mm256_mul_ps(_mm256_loadu2_m128(b1 + 3, b0 + 3), vfx));
+    __m256 p = _mm256_add_ps(_mm256_mul_ps(top, vgy), _mm256_mul_ps(bottom, vfy));
+    if constexpr (kBorder == kConstant) {
+      const float in0 = row_inside_x[x] * row_inside_y[x];
+      const float in1 = row_inside_x[x + 1] * row_inside_y[x + 1];
+      p = _mm256_add_ps(
+          _mm256_mul_ps(p, _mm256_setr_m128(_mm_set1_ps(in0), _mm_set1_ps(in1))),
+          _mm256_setr_m128(_mm_set1_ps(fill * (1.0f - in0)), _mm_set1_ps(fill * (1.0f - in1))));
+    }
+    total = _mm_add_ps(_mm_add_ps(total, _mm256_castps256_ps128(p)), _mm256_extractf128_ps(p, 1));
+    __m256 v = p;
+    if (colour != nullptr) {
+      v = offset;
+      v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_shuffle_ps(p, p, 0x00), columns[0]));
+      v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_shuffle_ps(p, p, 0x55), columns[1]));
+      v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_shuffle_ps(p, p, 0xAA), columns[2]));
+    }
+    _mm256_storeu_ps(out + (y * w + x) * 3, _mm256_permutevar8x32_ps(v, pack));
+  }
+  *row_total = total;
+  return x;
+}
+#endif
+
+// WarpRows' per-row source coordinates (its 4-lane loop) 8 pixels at a time: the same
+// operations per lane, so the same values. Fills the row arrays from pixel x while x + 8 <=
+// x_end and returns where it stopped. m: the 2x3 map; ys: the row's centred y.
+struct RowArrays {
+  float *sx, *sy, *inside_x, *inside_y, *fx, *fy;
+  int32_t* offset;
+};
+
+template <int32_t kBorder>
+[[gnu::target("avx2")]] int64_t Coordinates8(const float* m, float cx, float cy, float fw,
+                                             float fh, float ys, int64_t x, int64_t x_end,
+                                             const float* image, int64_t c,
+                                             int64_t prefetch_shift, const RowArrays& row) {
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  const __m256 half = _mm256_set1_ps(0.5f);
+  const __m256 vw = _mm256_set1_ps(fw), vh = _mm256_set1_ps(fh);
+  const __m256 wmax = _mm256_set1_ps(fw - 1.0f), hmax = _mm256_set1_ps(fh - 1.0f);
+  const __m256 wtap = _mm256_set1_ps(fw - 2.0f), htap = _mm256_set1_ps(fh - 2.0f);
+  const __m256 vys = _mm256_set1_ps(ys);
+  const __m256 bx = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(m[1]), vys), zero);
+  const __m256 by = _mm256_mul_ps(_mm256_set1_ps(m[4]), vys);
+  __m256 columns = _mm256_add_ps(_mm256_set1_ps(static_cast<float>(x)),
+                                 _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256 eight = _mm256_set1_ps(8.0f);
+  for (; x + 8 <= x_end; x += 8, columns = _mm256_add_ps(columns, eight)) {
+    const __m256 xs = _mm256_sub_ps(columns, _mm256_set1_ps(cx));
+    __m256 sx = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(
+        _mm256_mul_ps(_mm256_set1_ps(m[0]), xs), bx), _mm256_set1_ps(m[2])), _mm256_set1_ps(cx));
+    __m256 sy = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(
+        _mm256_mul_ps(_mm256_set1_ps(m[3]), xs), by), _mm256_set1_ps(m[5])), _mm256_set1_ps(cy));
+    if constexpr (kBorder == kReflect) {
+      for (__m256* v : {&sx, &sy}) {
+        const __m256 size = v == &sx ? vw : vh;
+        const __m256 period = _mm256_add_ps(size, size);
+        __m256 t = _mm256_add_ps(*v, half);
+        const __m256 q = _mm256_mul_ps(t, _mm256_div_ps(one, period));
+        __m256 fq = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(q));
+        fq = _mm256_sub_ps(fq, _mm256_and_ps(_mm256_cmp_ps(fq, q, _CMP_GT_OQ), one));
+        t = _mm256_sub_ps(t, _mm256_mul_ps(period, fq));
+        const __m256 over = _mm256_cmp_ps(t, size, _CMP_GT_OQ);
+        t = _mm256_or_ps(_mm256_and_ps(over, _mm256_sub_ps(period, t)), _mm256_andnot_ps(over, t));
+        *v = _mm256_sub_ps(t, half);
+      }
+    } else if constexpr (kBorder == kConstant) {
+      for (int axis = 0; axis < 2; ++axis) {
+        const __m256 coord = axis == 0 ? sx : sy, last = axis == 0 ? wmax : hmax;
+        const __m256 outside = _mm256_max_ps(
+            _mm256_max_ps(_mm256_sub_ps(zero, coord), _mm256_sub_ps(coord, last)), zero);
+        _mm256_storeu_ps(&(axis == 0 ? row.inside_x : row.inside_y)[x],
+                         _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(one, outside), zero), one));
+      }
+    }
+    sx = _mm256_min_ps(_mm256_max_ps(sx, zero), wmax);
+    sy = _mm256_min_ps(_mm256_max_ps(sy, zero), hmax);
+    _mm256_storeu_ps(&row.sx[x], sx);
+    _mm256_storeu_ps(&row.sy[x], sy);
+    const __m256 x0 = _mm256_min_ps(_mm256_cvtepi32_ps(_mm256_cvttps_epi32(sx)), wtap);
+    const __m256 y0 = _mm256_min_ps(_mm256_cvtepi32_ps(_mm256_cvttps_epi32(sy)), htap);
+    _mm256_storeu_ps(&row.fx[x], _mm256_sub_ps(sx, x0));
+    _mm256_storeu_ps(&row.fy[x], _mm256_sub_ps(sy, y0));
+    const __m256i offsets = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(y0, vw), x0));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(&row.offset[x]), offsets);
+    for (int lane : {0, 4}) {  // as the 4-lane loop: one prefetch per 4 pixels
+      const uintptr_t ahead = reinterpret_cast<uintptr_t>(image) +
+          static_cast<uintptr_t>(row.offset[x + lane] + prefetch_shift) * c * 4;
+      _mm_prefetch(reinterpret_cast<const char*>(ahead), _MM_HINT_T0);
+    }
+  }
+  return x;
+}
+
 template <int kC, int32_t kBorder, int32_t kInterpolation>
 void WarpRows(const Geometry& g, const float* image, const float* image_end, const float* m,
               const float* colour, float fill, int64_t row_begin, int64_t row_end, float* out,
@@ -192,6 +340,15 @@ void WarpRows(const Geometry& g, const float* image, const float* image_end, con
       __m128 columns = _mm_setr_ps(static_cast<float>(x), static_cast<float>(x + 1),
                                    static_cast<float>(x + 2), static_cast<float>(x + 3));
       const __m128 four = _mm_set1_ps(4.0f);
+#if defined(GANAUG_AVX2_PATH)
+      if (kCpuHasAvx2) {
+        const int64_t start = x;
+        x = Coordinates8<kBorder>(m, cx, cy, fw, fh, ys, x, x_end, image, c, prefetch_shift,
+                                  {row_sx, row_sy, row_inside_x, row_inside_y, row_fx, row_fy,
+                                   row_offset});
+        columns = _mm_add_ps(columns, _mm_set1_ps(static_cast<float>(x - start)));
+      }
+#endif
       for (; x + 4 <= x_end; x += 4, columns = _mm_add_ps(columns, four)) {
         const __m128 xs = _mm_sub_ps(columns, _mm_set1_ps(cx));
         __m128 sx = _mm_add_ps(_mm_add_ps(_mm_add_ps(_mm_mul_ps(_mm_set1_ps(m0), xs), bx),
@@ -233,7 +390,17 @@ void WarpRows(const Geometry& g, const float* image, const float* image_end, con
 #if defined(__SSE2__)
     __m128 row_total_v = _mm_setzero_ps();
 #endif
-    for (int64_t x = x_begin; x < x_end; ++x) {
+    int64_t x_pixel = x_begin;
+#if defined(GANAUG_AVX2_PATH) && defined(__SSE2__)
+    if constexpr (kC == 3 && kInterpolation == kBilinear) {
+      if (kCpuHasAvx2) {
+        x_pixel = BilinearPairs3<kBorder>(image, image_end, w, y, x_begin, x_end, row_offset,
+                                          row_fx, row_fy, row_inside_x, row_inside_y, fill,
+                                          colour, &row_total_v, out);
+      }
+    }
+#endif
+    for (int64_t x = x_pixel; x < x_end; ++x) {
       const float sx = row_sx[x], sy = row_sy[x];
       const float inside_x = row_inside_x[x], inside_y = row_inside_y[x];
       float inside = inside_x * inside_y;
@@ -570,8 +737,17 @@ static PyObject* Handlers(PyObject*, PyObject*) {
   return dict;
 }
 
+static PyObject* UsesAvx2(PyObject*, PyObject*) {
+#if defined(GANAUG_AVX2_PATH)
+  return PyBool_FromLong(kCpuHasAvx2);
+#else
+  Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef kMethods[] = {
     {"handlers", Handlers, METH_NOARGS, "XLA FFI handler capsules by target name."},
+    {"uses_avx2", UsesAvx2, METH_NOARGS, "Whether the kernels run their AVX2 paths."},
     {nullptr, nullptr, 0, nullptr}};
 
 static PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_warp_cpu",
