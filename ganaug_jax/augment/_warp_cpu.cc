@@ -98,10 +98,6 @@ struct RowScratch {
   }
 };
 
-// Resamples rows [row_begin, row_end) of one image, writes colour @ [pixel, 1] to `out`
-// (row-major, W * C per row) and adds the resampled (pre-colour) values to sums[0..C).
-// kC is the channel count, or 0 for `g.channels`. `image_end` bounds the whole input
-// buffer (the vector path reads one float past a 2x2 patch).
 #if defined(GANAUG_AVX2_PATH)
 // The AVX2 paths below give the same bits as the 4-lane ones; GANAUG_WARP_NO_AVX2 set in the
 // environment when the module loads turns them off (tests compare the two).
@@ -172,7 +168,6 @@ template <int32_t kBorder>
   *row_total = total;
   return x;
 }
-#endif
 
 // WarpRows' per-row source coordinates (its 4-lane loop) 8 pixels at a time: the same
 // operations per lane, so the same values. Fills the row arrays from pixel x while x + 8 <=
@@ -244,7 +239,12 @@ template <int32_t kBorder>
   }
   return x;
 }
+#endif
 
+// Resamples rows [row_begin, row_end) of one image, writes colour @ [pixel, 1] to `out`
+// (row-major, W * C per row) and adds the resampled (pre-colour) values to sums[0..C).
+// kC is the channel count, or 0 for `g.channels`. `image_end` bounds the whole input
+// buffer (the vector path reads one float past a 2x2 patch).
 template <int kC, int32_t kBorder, int32_t kInterpolation>
 void WarpRows(const Geometry& g, const float* image, const float* image_end, const float* m,
               const float* colour, float fill, int64_t row_begin, int64_t row_end, float* out,
