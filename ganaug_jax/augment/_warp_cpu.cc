@@ -177,13 +177,33 @@ struct RowArrays {
   int32_t* offset;
 };
 
+// Reflect and InsideWeight on 8 lanes, as the 4-lane loop computes them.
+[[gnu::target("avx2")]] inline __m256 Reflect8(__m256 coord, __m256 size) {
+  const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
+  const __m256 period = _mm256_add_ps(size, size);
+  __m256 t = _mm256_add_ps(coord, half);
+  const __m256 q = _mm256_mul_ps(t, _mm256_div_ps(one, period));
+  __m256 floor_q = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(q));
+  floor_q = _mm256_sub_ps(floor_q, _mm256_and_ps(_mm256_cmp_ps(floor_q, q, _CMP_GT_OQ), one));
+  t = _mm256_sub_ps(t, _mm256_mul_ps(period, floor_q));
+  const __m256 over = _mm256_cmp_ps(t, size, _CMP_GT_OQ);
+  t = _mm256_or_ps(_mm256_and_ps(over, _mm256_sub_ps(period, t)), _mm256_andnot_ps(over, t));
+  return _mm256_sub_ps(t, half);
+}
+
+[[gnu::target("avx2")]] inline __m256 InsideWeight8(__m256 coord, __m256 last) {
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  const __m256 outside = _mm256_max_ps(
+      _mm256_max_ps(_mm256_sub_ps(zero, coord), _mm256_sub_ps(coord, last)), zero);
+  return _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(one, outside), zero), one);
+}
+
 template <int32_t kBorder>
 [[gnu::target("avx2")]] int64_t Coordinates8(const float* m, float cx, float cy, float fw,
                                              float fh, float ys, int64_t x, int64_t x_end,
                                              const float* image, int64_t c,
                                              int64_t prefetch_shift, const RowArrays& row) {
-  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
-  const __m256 half = _mm256_set1_ps(0.5f);
+  const __m256 zero = _mm256_setzero_ps();
   const __m256 vw = _mm256_set1_ps(fw), vh = _mm256_set1_ps(fh);
   const __m256 wmax = _mm256_set1_ps(fw - 1.0f), hmax = _mm256_set1_ps(fh - 1.0f);
   const __m256 wtap = _mm256_set1_ps(fw - 2.0f), htap = _mm256_set1_ps(fh - 2.0f);
@@ -200,26 +220,11 @@ template <int32_t kBorder>
     __m256 sy = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(
         _mm256_mul_ps(_mm256_set1_ps(m[3]), xs), by), _mm256_set1_ps(m[5])), _mm256_set1_ps(cy));
     if constexpr (kBorder == kReflect) {
-      for (__m256* v : {&sx, &sy}) {
-        const __m256 size = v == &sx ? vw : vh;
-        const __m256 period = _mm256_add_ps(size, size);
-        __m256 t = _mm256_add_ps(*v, half);
-        const __m256 q = _mm256_mul_ps(t, _mm256_div_ps(one, period));
-        __m256 fq = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(q));
-        fq = _mm256_sub_ps(fq, _mm256_and_ps(_mm256_cmp_ps(fq, q, _CMP_GT_OQ), one));
-        t = _mm256_sub_ps(t, _mm256_mul_ps(period, fq));
-        const __m256 over = _mm256_cmp_ps(t, size, _CMP_GT_OQ);
-        t = _mm256_or_ps(_mm256_and_ps(over, _mm256_sub_ps(period, t)), _mm256_andnot_ps(over, t));
-        *v = _mm256_sub_ps(t, half);
-      }
+      sx = Reflect8(sx, vw);
+      sy = Reflect8(sy, vh);
     } else if constexpr (kBorder == kConstant) {
-      for (int axis = 0; axis < 2; ++axis) {
-        const __m256 coord = axis == 0 ? sx : sy, last = axis == 0 ? wmax : hmax;
-        const __m256 outside = _mm256_max_ps(
-            _mm256_max_ps(_mm256_sub_ps(zero, coord), _mm256_sub_ps(coord, last)), zero);
-        _mm256_storeu_ps(&(axis == 0 ? row.inside_x : row.inside_y)[x],
-                         _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(one, outside), zero), one));
-      }
+      _mm256_storeu_ps(&row.inside_x[x], InsideWeight8(sx, wmax));
+      _mm256_storeu_ps(&row.inside_y[x], InsideWeight8(sy, hmax));
     }
     sx = _mm256_min_ps(_mm256_max_ps(sx, zero), wmax);
     sy = _mm256_min_ps(_mm256_max_ps(sy, zero), hmax);
