@@ -16,11 +16,13 @@ import ml_collections
 # Keys that change how long a run lasts, how it reports or where its data lives, not what it
 # computes: a run may resume with different values.
 RESUMABLE_KEYS = {"num_steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every",
-                  "data.placement", "model.conv_impl"}
+                  "data.placement", "model.conv_impl", "model.cpu_conv_library"}
 
 # Keys added after runs were first written, each with the value that computes what runs saved
-# before it computed: a saved config without the key reads as having that value.
-BACKFILLED = {"model.latent_components": 0, "model.latent_component_std": 0.25}
+# before it computed (for a RESUMABLE key, its default): a saved config without the key reads
+# as having that value.
+BACKFILLED = {"model.latent_components": 0, "model.latent_component_std": 0.25,
+              "model.cpu_conv_library": "eigen"}
 
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:
@@ -126,6 +128,7 @@ _CHOICES = {
     "model.conditioning": ("concat", "cbn"),
     "model.compute_dtype": ("float32", "bfloat16"),
     "model.conv_impl": ("custom_vjp", "xla"),
+    "model.cpu_conv_library": ("eigen", "ynnpack"),
     "loss.name": ("minimax", "non_saturating", "wgan", "hinge", "lsgan"),
     "optim.schedule": ("constant", "cosine"),
     "augment.kind": ("none", "diffaugment", "ada"),
@@ -150,7 +153,7 @@ KNOWN_KEYS = frozenset({
     "data.subset_seed", "data.placement", "model.architecture", "model.latent_dim", "model.width",
     "model.latent_components", "model.latent_component_std",
     "model.depth", "model.spectral_norm", "model.minibatch_std", "model.conditional", "model.conditioning",
-    "model.compute_dtype", "model.conv_impl", "loss.name", "loss.gp_weight", "loss.r1_gamma", "loss.r1_interval",
+    "model.compute_dtype", "model.conv_impl", "model.cpu_conv_library", "loss.name", "loss.gp_weight", "loss.r1_gamma", "loss.r1_interval",
     "loss.real_label", "loss.instance_noise_std", "loss.instance_noise_steps",
     "loss.feature_matching", "loss.mode_seeking", "optim.g_lr", "optim.d_lr", "optim.b1", "optim.b2",
     "optim.schedule", "optim.warmup_steps", "optim.n_critic", "optim.reuse_fake", "optim.ema_half_life_images",

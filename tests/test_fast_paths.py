@@ -3,6 +3,7 @@
 mode vs an independent reimplementation of the classic G update."""
 
 import pathlib
+import re
 
 import flax.linen as nn
 import jax
@@ -53,8 +54,11 @@ def _numpy_up(x, k):
     return out[:, 1:1 + 2 * h, 1:1 + 2 * w]
 
 
-# (op, plain op, float64 reference, input shape, output channels). The shapes cover both
-# branches of the kernel gradient (dy smaller than x, and larger) and single channels.
+# (op, plain op, float64 reference, input shape, output channels). The shapes cover every
+# branch of the kernel gradient (one patch product when 16C <= O; else dy smaller than x, and
+# larger), both forms of the sub-pixel convolution (one padded-grid convolution; one per
+# phase when H, W <= 8 and O >= 16: up_conv's forward, down_conv's input gradient) and
+# single channels.
 CASES = [
     (down_conv, _plain_down, _numpy_down, (2, 8, 8, 3), 5),
     (down_conv, _plain_down, _numpy_down, (3, 16, 16, 1), 16),
@@ -62,6 +66,9 @@ CASES = [
     (up_conv, _plain_up, _numpy_up, (2, 4, 4, 16), 8),
     (up_conv, _plain_up, _numpy_up, (3, 8, 8, 6), 1),
     (up_conv, _plain_up, _numpy_up, (2, 4, 4, 2), 7),
+    (down_conv, _plain_down, _numpy_down, (2, 8, 8, 16), 8),
+    (up_conv, _plain_up, _numpy_up, (2, 8, 8, 4), 16),
+    (up_conv, _plain_up, _numpy_up, (2, 4, 4, 16), 1),
 ]
 
 
@@ -224,3 +231,47 @@ def test_config_rejects_bad_conv_impl_and_reuse_with_mode_seeking():
         config_lib.validate(both)
     with pytest.raises(ValueError, match="conv_impl must be one of"):
         make_gan("dcgan", data_shape=(8, 8, 1), conv_impl="fast")
+
+
+def _ynn_fused_ops(hlo_text: str) -> set[str]:
+    """The HLO opcodes ('convolution', 'dot') inside the YNNPACK fusions of a compiled program."""
+    called = set(re.findall(r"calls=%([\w.\-]+)[^\n]*__ynn_fusion", hlo_text))
+    bodies = re.findall(r"^%([\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo_text, flags=re.S | re.M)
+    return {op for name, body in bodies if name in called
+            for op in ("convolution", "dot") if f" {op}(" in body}
+
+
+def test_cpu_conv_library_moves_the_steps_convolutions_off_ynnpack_same_losses():
+    """model.cpu_conv_library: 'ynnpack' (XLA's default) fuses the step's convolutions into
+    YNNPACK calls, 'eigen' leaves none there but keeps its matrix products there; two steps
+    give the same losses within float32 rounding."""
+    from ganaug_jax.train import sharding
+    from ganaug_jax.train.build import Run, build_step, step_compiler_options
+    shape, latent, n = (16, 16, 3), 16, 16  # XLA gives YNNPACK no smaller convolutions
+    g, d = make_gan("dcgan", data_shape=shape, latent_dim=latent, width=32)
+    tx = optax.adam(2e-4, b1=0.5, b2=0.999)
+    config = config_lib.load_config(str(ROOT / "configs" / "default.py"))
+    run = Run(None, g, d, tx, tx, latent, 0)
+    mesh = sharding.make_mesh()
+    state = jax.device_put(create_train_state(jax.random.key(0), g, d, tx, tx, data_shape=shape,
+                                              latent_dim=latent, num_classes=0),
+                           sharding.replicated(mesh))
+    batch = {"x": jax.device_put(jax.random.uniform(jax.random.key(1), (1, n, *shape),
+                                                    minval=-1, maxval=1),
+                                 sharding.batch_sharding(mesh, 1))}
+    fused, losses_ = {}, {}
+    for library in ("eigen", "ynnpack"):
+        config.model.cpu_conv_library = library
+        step = sharding.shard_step(build_step(config, run), mesh, batch_axis=1,
+                                   compiler_options=step_compiler_options(config, mesh))
+        compiled = step.lower(state, batch).compile()
+        fused[library] = _ynn_fused_ops(compiled.as_text())
+        s, metrics = compiled(jax.tree.map(jnp.copy, state), batch)
+        _, metrics_2 = compiled(s, batch)
+        losses_[library] = [float(m[k]) for m in (metrics, metrics_2) for k in ("d_loss", "g_loss")]
+    assert fused["ynnpack"] == {"convolution", "dot"}
+    assert fused["eigen"] == {"dot"}
+    np.testing.assert_allclose(losses_["eigen"], losses_["ynnpack"], rtol=1e-5)
+    with pytest.raises(ValueError, match="cpu_conv_library"):
+        from ganaug_jax.models.convs import cpu_compiler_options
+        cpu_compiler_options("onednn")

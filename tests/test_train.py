@@ -313,7 +313,9 @@ def test_runs_saved_before_a_key_existed_resume_and_generate(tmp_path):
     workdir = tmp_path / "run"
     train_and_evaluate(config, str(workdir), progress=False)
     saved = json.loads((workdir / "config.json").read_text())
-    del saved["model"]["latent_components"], saved["model"]["latent_component_std"]
+    for key in config_lib.BACKFILLED:
+        section, leaf = key.split(".")
+        del saved[section][leaf]
     (workdir / "config.json").write_text(json.dumps(saved))
     x = generate(*load_run_state(str(workdir))[1:], num=4, seed=0)["x"]
     assert x.shape == (4, 2)

@@ -107,7 +107,7 @@ def ganaug_runner(c: TrainConfig, mesh=None, **overrides):
     """(run() -> None, compile seconds, param counts (G, D), XLA flops) for ganaug_jax's step."""
     from ganaug_jax.models import make_gan
     from ganaug_jax.train import sharding
-    from ganaug_jax.train.build import Run, build_step, make_optimizer
+    from ganaug_jax.train.build import Run, build_step, make_optimizer, step_compiler_options
     from ganaug_jax.train.state import create_train_state
     config = make_config(c, **overrides)
     m = config.model
@@ -131,8 +131,9 @@ def ganaug_runner(c: TrainConfig, mesh=None, **overrides):
         batch["y"] = jax.random.randint(jax.random.key(2), (1, c.batch), 0, c.num_classes)
     batch = jax.device_put(batch, sharding.batch_sharding(mesh, 1))
     start = time.perf_counter()
-    compiled = sharding.shard_step(build_step(config, run), mesh, batch_axis=1).lower(
-        state, batch).compile()
+    compiled = sharding.shard_step(
+        build_step(config, run), mesh, batch_axis=1,
+        compiler_options=step_compiler_options(config, mesh)).lower(state, batch).compile()
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost

@@ -47,9 +47,22 @@ def _adjoint_kernel(kernel: jax.Array) -> jax.Array:
 
 
 def _sub_pixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """lax.conv_transpose(x, kernel, (2, 2), 'SAME') as one stride-1 2x2 convolution."""
+    """lax.conv_transpose(x, kernel, (2, 2), 'SAME') as stride-1 2x2 convolutions.
+
+    Output phase (rh, rw), output[2i + rh, 2j + rw], is the 2x2 sub-kernel kernel[rh::2, rw::2]
+    over x padded by (1 - rh, rh) rows and (1 - rw, rw) columns. Either one convolution of the
+    (1, 1)-padded x to 4 * O channels, which computes each phase on an (H+1) x (W+1) grid and
+    keeps H x W of it, or one exact convolution per phase when that grid wastes more than a
+    fifth (H, W <= 8) and O is not tiny (measured in benchmarks/NOTES.md, step 7).
+    """
     n, h, w, c = x.shape
     o = kernel.shape[-1]
+    if 5 * (h + 1) * (w + 1) > 6 * h * w and o >= 16:
+        phases = [[lax.conv_general_dilated(x, kernel[rh::2, rw::2], (1, 1),
+                                            ((1 - rh, rh), (1 - rw, rw)), dimension_numbers=_DN)
+                   for rw in (0, 1)] for rh in (0, 1)]
+        return jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2).reshape(
+            n, 2 * h, 2 * w, o)
     # sub[a, b, c, (rh, rw, o)] = kernel[2a + rh, 2b + rw, c, o]
     sub = kernel.reshape(2, 2, 2, 2, c, o).transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, c, 4 * o)
     y = lax.conv_general_dilated(x, sub, (1, 1), _PAD1, dimension_numbers=_DN)
@@ -70,26 +83,35 @@ def _space_to_depth(x: jax.Array) -> jax.Array:
 def _kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
     """d/dK <_strided(x, K), dy>: x (N, H, W, C), dy (N, H/2, W/2, O) -> (4, 4, C, O).
 
-    As one matrix product instead of XLA's window-dilated convolution. With s = the
+    As matrix products instead of XLA's window-dilated convolution. With s = the
     space-to-depth of the once-padded x, (N, H/2 + 1, W/2 + 1, 4C), the 4x4 stride-2 kernel
     is a 2x2 stride-1 kernel over s, and its gradient is the correlation of s with dy over the
-    four 2x2 offsets (a, b). That product needs four shifted copies of one operand: of dy
-    (zero-padded to s's grid) when dy is the smaller, otherwise of s (its 2x2 patches); one
-    matrix product per offset (concatenating the copies first costs more on XLA:CPU).
+    four 2x2 offsets (a, b). That product needs four shifted copies of one operand:
+      * 16C <= O (an image layer, C = 1 or 3): the four 2x2 patches of s side by side, one
+        (16C)-wide matrix product (four 4C-wide products run 2-3x slower);
+      * else of dy (zero-padded to s's grid) when dy is the smaller, otherwise of s (its
+        2x2 patches); one matrix product per offset (concatenating wide copies first costs
+        more on XLA:CPU).
     """
     _, h, w, c = x.shape
     ho, wo, o = h // 2, w // 2, dy.shape[-1]
     s = _space_to_depth(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
-    flat_s = s.reshape(-1, 4 * c)
-    blocks = []  # (o, (rh, rw, c)) for each offset (a, b)
-    for a, b in [(a, b) for a in (0, 1) for b in (0, 1)]:
-        if dy.size <= x.size:
-            shifted = jnp.pad(dy, ((0, 0), (a, 1 - a), (b, 1 - b), (0, 0))).reshape(-1, o)
-            blocks.append(jnp.dot(shifted.T, flat_s))
-        else:
-            patch = s[:, a:a + ho, b:b + wo].reshape(-1, 4 * c)
-            blocks.append(jnp.dot(dy.reshape(-1, o).T, patch))
-    g = jnp.stack(blocks).reshape(2, 2, o, 2, 2, c)  # (a, b, o, rh, rw, c)
+    offsets = [(a, b) for a in (0, 1) for b in (0, 1)]
+    if 16 * c <= o:
+        patches = jnp.concatenate([s[:, a:a + ho, b:b + wo] for a, b in offsets], axis=-1)
+        g = jnp.dot(dy.reshape(-1, o).T, patches.reshape(-1, 16 * c))
+        g = g.reshape(o, 2, 2, 2, 2, c).transpose(1, 2, 0, 3, 4, 5)  # (a, b, o, rh, rw, c)
+    else:
+        flat_s = s.reshape(-1, 4 * c)
+        blocks = []  # (o, (rh, rw, c)) for each offset (a, b)
+        for a, b in offsets:
+            if dy.size <= x.size:
+                shifted = jnp.pad(dy, ((0, 0), (a, 1 - a), (b, 1 - b), (0, 0))).reshape(-1, o)
+                blocks.append(jnp.dot(shifted.T, flat_s))
+            else:
+                patch = s[:, a:a + ho, b:b + wo].reshape(-1, 4 * c)
+                blocks.append(jnp.dot(dy.reshape(-1, o).T, patch))
+        g = jnp.stack(blocks).reshape(2, 2, o, 2, 2, c)  # (a, b, o, rh, rw, c)
     return g.transpose(0, 3, 1, 4, 5, 2).reshape(4, 4, c, o)
 
 
@@ -133,6 +155,23 @@ up_conv.defvjp(_up_fwd, _up_bwd)
 
 
 CONV_IMPLS = ("custom_vjp", "xla")
+
+# Which library XLA:CPU runs convolutions on. jax 0.10's default hands them to YNNPACK; its
+# Eigen path runs this module's convolutions 1.4-1.7x faster on an AVX-512 CPU (measured in
+# benchmarks/NOTES.md, step 7), so 'eigen' is the training default. Matrix products and
+# reductions stay on YNNPACK either way (the rest of XLA's default fusion list).
+CPU_CONV_LIBRARIES = ("eigen", "ynnpack")
+_YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+
+
+def cpu_compiler_options(library: str) -> dict[str, str]:
+    """`jax.jit(..., compiler_options=...)` for a CPU program whose convolutions run on
+    `library` ('eigen' or 'ynnpack', XLA's default: no options)."""
+    if library not in CPU_CONV_LIBRARIES:
+        raise ValueError(f"cpu_conv_library must be one of {CPU_CONV_LIBRARIES}, got {library!r}")
+    if library == "ynnpack":
+        return {}
+    return {"xla_cpu_experimental_ynn_fusion_type": _YNN_WITHOUT_CONVOLUTIONS}
 
 
 def check_conv_impl(impl) -> None:

@@ -9,7 +9,7 @@ import optax
 from ganaug_jax import augment as aug
 from ganaug_jax import losses
 from ganaug_jax.data.sources import Source, load_source
-from ganaug_jax.models import make_gan
+from ganaug_jax.models import convs, make_gan
 from ganaug_jax.train.step import LossConfig, make_train_step
 
 
@@ -56,6 +56,14 @@ def build_run(config: ml_collections.ConfigDict) -> Run:
     g_tx = make_optimizer(config.optim.g_lr, config.optim, config.num_steps)
     d_tx = make_optimizer(config.optim.d_lr, config.optim, config.num_steps * config.optim.n_critic)
     return Run(source, generator, discriminator, g_tx, d_tx, m.latent_dim, num_classes)
+
+
+def step_compiler_options(config: ml_collections.ConfigDict, mesh) -> dict[str, str]:
+    """XLA options for the training step's jit: on CPU meshes, the library that runs its
+    convolutions (config key 'model.cpu_conv_library'); none on other platforms."""
+    if mesh.devices.flat[0].platform != "cpu":
+        return {}
+    return convs.cpu_compiler_options(config.model.cpu_conv_library)
 
 
 def build_step(config: ml_collections.ConfigDict, run: Run):

@@ -20,7 +20,7 @@ from ganaug_jax.data.sources import make_batch_fn
 from ganaug_jax.data.streaming import HostStream
 from ganaug_jax.train import checkpoint, outputs, sharding
 from ganaug_jax.train.distributed import is_primary
-from ganaug_jax.train.build import build_run, build_step
+from ganaug_jax.train.build import build_run, build_step, step_compiler_options
 from ganaug_jax.train.state import TrainState, create_train_state
 
 
@@ -109,7 +109,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     if primary:
         outputs.atomic_write_text(path / "config.json", config_lib.to_json(config))
 
-    step_fn = sharding.shard_step(build_step(config, run), mesh, batch_axis=1)
+    step_fn = sharding.shard_step(build_step(config, run), mesh, batch_axis=1,
+                                  compiler_options=step_compiler_options(config, mesh))
     batch_fn = jax.jit(make_batch_fn(run.source, batch_size=config.batch_size,
                                      n_critic=config.optim.n_critic),
                        out_shardings=sharding.batch_sharding(mesh, 1))

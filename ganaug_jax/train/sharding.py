@@ -31,9 +31,12 @@ def check_batch_divisible(batch_size: int, mesh: Mesh, name: str = "batch_size")
                          f"({devices}); use a multiple of {devices}")
 
 
-def shard_step(step: Callable, mesh: Mesh, *, batch_axis: int = 0) -> Callable:
+def shard_step(step: Callable, mesh: Mesh, *, batch_axis: int = 0,
+               compiler_options: dict | None = None) -> Callable:
     """jit(step) with the state (argument 0) replicated and donated, the batch (argument 1)
-    split along `batch_axis`, and both outputs (state, metrics) replicated."""
+    split along `batch_axis`, and both outputs (state, metrics) replicated; XLA
+    `compiler_options` as `jax.jit` takes them."""
     rep = replicated(mesh)
     return jax.jit(step, in_shardings=(rep, batch_sharding(mesh, batch_axis)),
-                   out_shardings=(rep, rep), donate_argnums=(0,))
+                   out_shardings=(rep, rep), donate_argnums=(0,),
+                   compiler_options=compiler_options or None)
