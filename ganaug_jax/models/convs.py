@@ -53,7 +53,7 @@ def _sub_pixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
     over x padded by (1 - rh, rh) rows and (1 - rw, rw) columns. Either one convolution of the
     (1, 1)-padded x to 4 * O channels, which computes each phase on an (H+1) x (W+1) grid and
     keeps H x W of it, or one exact convolution per phase when that grid wastes more than a
-    fifth (H, W <= 8) and O is not tiny (measured in benchmarks/NOTES.md, step 7).
+    fifth (H, W <= 8) and O is not tiny (measured in benchmarks/NOTES.md, step 5).
     """
     n, h, w, c = x.shape
     o = kernel.shape[-1]
@@ -158,7 +158,7 @@ CONV_IMPLS = ("custom_vjp", "xla")
 
 # Which library XLA:CPU runs convolutions on. jax 0.10's default hands them to YNNPACK; its
 # Eigen path runs this module's convolutions 1.4-1.7x faster on an AVX-512 CPU (measured in
-# benchmarks/NOTES.md, step 7), so 'eigen' is the training default. Matrix products and
+# benchmarks/NOTES.md, step 5), so 'eigen' is the training default. Matrix products and
 # reductions stay on YNNPACK either way (the rest of XLA's default fusion list).
 CPU_CONV_LIBRARIES = ("eigen", "ynnpack")
 _YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
