@@ -16,7 +16,8 @@ from jax import lax
 from ganaug_jax import config as config_lib
 from ganaug_jax import losses
 from ganaug_jax.models import make_gan
-from ganaug_jax.models.convs import StrideTwoConv, down_conv, up_conv
+from ganaug_jax.models import convs
+from ganaug_jax.models.convs import KERNEL_GRADS, StrideTwoConv, down_conv, up_conv
 from ganaug_jax.train.state import create_train_state
 from ganaug_jax.train.step import make_train_step
 
@@ -55,8 +56,8 @@ def _numpy_up(x, k):
 
 
 # (op, plain op, float64 reference, input shape, output channels). The shapes cover every
-# branch of the kernel gradient (one patch product when 16C <= O; else dy smaller than x, and
-# larger), both forms of the sub-pixel convolution (one padded-grid convolution; one per
+# branch of the kernel gradient (one patch product when 16C <= O; else the 'conv' form, or
+# the 'matmul' form with dy smaller than x, and larger), both forms of the sub-pixel convolution (one padded-grid convolution; one per
 # phase when H, W <= 8 and O >= 16: up_conv's forward, down_conv's input gradient) and
 # single channels.
 CASES = [
@@ -88,21 +89,24 @@ def test_forward_matches_float64_definition_and_plain_op(op, plain, reference, s
     assert _rel_err(y, plain(x, k)) < 1e-5
 
 
+@pytest.mark.parametrize("kernel_grad", KERNEL_GRADS)
 @pytest.mark.parametrize("op, plain, reference, shape, out", CASES)
-def test_gradients_match_plain_autodiff(op, plain, reference, shape, out):
+def test_gradients_match_plain_autodiff(op, plain, reference, shape, out, kernel_grad):
     kx, kk, kc = jax.random.split(jax.random.key(shape[1] + out), 3)
     x = jax.random.normal(kx, shape)
     k = jax.random.normal(kk, (4, 4, shape[-1], out)) * 0.3
     cotangent = jax.random.normal(kc, plain(x, k).shape)
-    got = jax.jit(lambda x, k, c: jax.vjp(op, x, k)[1](c))(x, k, cotangent)
+    got = jax.jit(lambda x, k, c: jax.vjp(lambda x, k: op(x, k, kernel_grad), x, k)[1](c))(
+        x, k, cotangent)
     want = jax.vjp(plain, x, k)[1](cotangent)
     for g, w, name in zip(got, want, ("input", "kernel")):
         assert g.shape == w.shape, name
         assert _rel_err(g, w) < 1e-5, name
 
 
+@pytest.mark.parametrize("kernel_grad", KERNEL_GRADS)
 @pytest.mark.parametrize("op, plain", [(down_conv, _plain_down), (up_conv, _plain_up)])
-def test_gradients_match_float64_finite_differences(op, plain):
+def test_gradients_match_float64_finite_differences(op, plain, kernel_grad):
     """An independent check of the hand-written gradients: directional derivatives of a
     scalar loss in float64 central differences (NumPy reference) vs <grad, direction>."""
     kx, kk, kd, ke = jax.random.split(jax.random.key(3), 4)
@@ -114,7 +118,8 @@ def test_gradients_match_float64_finite_differences(op, plain):
     def loss64(x, k):
         return float(np.sum(np.tanh(reference(x, k)) * weights))
 
-    gx, gk = jax.grad(lambda x, k: jnp.sum(jnp.tanh(op(x, k)) * weights), (0, 1))(x, k)
+    gx, gk = jax.grad(lambda x, k: jnp.sum(jnp.tanh(op(x, k, kernel_grad)) * weights),
+                      (0, 1))(x, k)
     eps = 1e-4
     x64, k64 = np.asarray(x, np.float64), np.asarray(k, np.float64)
     dx64, dk64 = np.asarray(dx, np.float64), np.asarray(dk, np.float64)
@@ -154,14 +159,16 @@ def test_dcgan_gradients_equal_between_conv_impls(spectral_norm=True):
     """Whole models, the gradients a training step takes: G with batch statistics (train=True)
     and the conditional projection D with spectral norm, custom_vjp vs plain autodiff."""
     shape, key = (16, 16, 3), jax.random.key(0)
-    models = {impl: make_gan("dcgan", data_shape=shape, num_classes=4, latent_dim=8, width=8,
-                             spectral_norm=spectral_norm, conv_impl=impl)
-              for impl in ("custom_vjp", "xla")}
+    models = {(impl, form): make_gan("dcgan", data_shape=shape, num_classes=4, latent_dim=8,
+                                     width=8, spectral_norm=spectral_norm, conv_impl=impl,
+                                     kernel_grad=form)
+              for impl, form in (("custom_vjp", "matmul"), ("custom_vjp", "conv"),
+                                 ("xla", "matmul"))}
     z = jax.random.normal(key, (6, 8))
     y = jnp.arange(6) % 4
     x = jax.random.uniform(jax.random.key(1), (6, *shape), minval=-1, maxval=1)
-    g_vars = models["xla"][0].init(key, z, y, train=False)
-    d_vars = models["xla"][1].init(key, x, y, train=False)
+    g_vars = models["xla", "matmul"][0].init(key, z, y, train=False)
+    d_vars = models["xla", "matmul"][1].init(key, x, y, train=False)
     grads = {}
     for impl, (g, d) in models.items():
         def objective(g_params, d_params):
@@ -171,8 +178,10 @@ def test_dcgan_gradients_equal_between_conv_impls(spectral_norm=True):
                                      jnp.concatenate([y, y]), train=True, mutable=["batch_stats"])
             return jnp.mean(jax.nn.softplus(-logits[:6])) + jnp.mean(jax.nn.softplus(logits[6:]))
         grads[impl] = jax.jit(jax.grad(objective, (0, 1)))(g_vars["params"], d_vars["params"])
-    for a, b in zip(jax.tree.leaves(grads["custom_vjp"]), jax.tree.leaves(grads["xla"])):
-        assert np.max(np.abs(a - b)) <= 1e-5 * max(np.max(np.abs(b)), 1e-3)
+    for form in KERNEL_GRADS:
+        for a, b in zip(jax.tree.leaves(grads["custom_vjp", form]),
+                        jax.tree.leaves(grads["xla", "matmul"])):
+            assert np.max(np.abs(a - b)) <= 1e-5 * max(np.max(np.abs(b)), 1e-3), form
 
 
 def test_reuse_fake_step_is_the_classic_update():
@@ -231,6 +240,9 @@ def test_config_rejects_bad_conv_impl_and_reuse_with_mode_seeking():
         config_lib.validate(both)
     with pytest.raises(ValueError, match="conv_impl must be one of"):
         make_gan("dcgan", data_shape=(8, 8, 1), conv_impl="fast")
+    with pytest.raises(ValueError, match=r"kernel_grad must be one of \('matmul', 'conv'\), "
+                                         r"got 'dots'"):
+        make_gan("dcgan", data_shape=(8, 8, 1), kernel_grad="dots")
 
 
 def _ynn_fused_ops(hlo_text: str) -> set[str]:
@@ -244,34 +256,40 @@ def _ynn_fused_ops(hlo_text: str) -> set[str]:
 def test_cpu_conv_library_moves_the_steps_convolutions_off_ynnpack_same_losses():
     """model.cpu_conv_library: 'ynnpack' (XLA's default) fuses the step's convolutions into
     YNNPACK calls, 'eigen' leaves none there but keeps its matrix products there; two steps
-    give the same losses within float32 rounding."""
+    give the same losses within float32 rounding. The model's kernel gradients follow the
+    library ('conv' form on Eigen, 'matmul' on YNNPACK), as `ganaug train` builds them."""
     from ganaug_jax.train import sharding
-    from ganaug_jax.train.build import Run, build_step, step_compiler_options
+    from ganaug_jax.train.build import Run, build_step, model_kernel_grad, step_compiler_options
     shape, latent, n = (16, 16, 3), 16, 16  # XLA gives YNNPACK no smaller convolutions
-    g, d = make_gan("dcgan", data_shape=shape, latent_dim=latent, width=32)
     tx = optax.adam(2e-4, b1=0.5, b2=0.999)
     config = config_lib.load_config(str(ROOT / "configs" / "default.py"))
-    run = Run(None, g, d, tx, tx, latent, 0)
     mesh = sharding.make_mesh()
-    state = jax.device_put(create_train_state(jax.random.key(0), g, d, tx, tx, data_shape=shape,
-                                              latent_dim=latent, num_classes=0),
-                           sharding.replicated(mesh))
     batch = {"x": jax.device_put(jax.random.uniform(jax.random.key(1), (1, n, *shape),
                                                     minval=-1, maxval=1),
                                  sharding.batch_sharding(mesh, 1))}
-    fused, losses_ = {}, {}
+    fused, losses_, forms = {}, {}, {}
     for library in ("eigen", "ynnpack"):
         config.model.cpu_conv_library = library
+        forms[library] = model_kernel_grad(config)
+        g, d = make_gan("dcgan", data_shape=shape, latent_dim=latent, width=32,
+                        kernel_grad=forms[library])
+        run = Run(None, g, d, tx, tx, latent, 0)
+        state = jax.device_put(create_train_state(jax.random.key(0), g, d, tx, tx,
+                                                  data_shape=shape, latent_dim=latent,
+                                                  num_classes=0), sharding.replicated(mesh))
         step = sharding.shard_step(build_step(config, run), mesh, batch_axis=1,
                                    compiler_options=step_compiler_options(config, mesh))
         compiled = step.lower(state, batch).compile()
         fused[library] = _ynn_fused_ops(compiled.as_text())
-        s, metrics = compiled(jax.tree.map(jnp.copy, state), batch)
+        s, metrics = compiled(state, batch)
         _, metrics_2 = compiled(s, batch)
         losses_[library] = [float(m[k]) for m in (metrics, metrics_2) for k in ("d_loss", "g_loss")]
+    assert forms == {"eigen": "conv", "ynnpack": "matmul"}
     assert fused["ynnpack"] == {"convolution", "dot"}
     assert fused["eigen"] == {"dot"}
     np.testing.assert_allclose(losses_["eigen"], losses_["ynnpack"], rtol=1e-5)
     with pytest.raises(ValueError, match="cpu_conv_library"):
-        from ganaug_jax.models.convs import cpu_compiler_options
-        cpu_compiler_options("onednn")
+        convs.cpu_compiler_options("onednn")
+    with pytest.raises(ValueError, match="cpu_conv_library"):
+        convs.kernel_grad_for("cpu", "onednn")
+    assert convs.kernel_grad_for("gpu", "eigen") == "matmul"

@@ -107,14 +107,15 @@ def ganaug_runner(c: TrainConfig, mesh=None, **overrides):
     """(run() -> None, compile seconds, param counts (G, D), XLA flops) for ganaug_jax's step."""
     from ganaug_jax.models import make_gan
     from ganaug_jax.train import sharding
-    from ganaug_jax.train.build import Run, build_step, make_optimizer, step_compiler_options
+    from ganaug_jax.train.build import (Run, build_step, make_optimizer, model_kernel_grad,
+                                        step_compiler_options)
     from ganaug_jax.train.state import create_train_state
     config = make_config(c, **overrides)
     m = config.model
     shape = (c.resolution, c.resolution, c.channels)
     generator, discriminator = make_gan(
         "dcgan", data_shape=shape, num_classes=c.num_classes, latent_dim=m.latent_dim,
-        width=m.width, conv_impl=m.conv_impl,
+        width=m.width, conv_impl=m.conv_impl, kernel_grad=model_kernel_grad(config),
         dtype=jnp.bfloat16 if m.compute_dtype == "bfloat16" else jnp.float32)
     g_tx = make_optimizer(config.optim.g_lr, config.optim, config.num_steps)
     d_tx = make_optimizer(config.optim.d_lr, config.optim, config.num_steps)

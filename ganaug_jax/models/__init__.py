@@ -36,7 +36,7 @@ MLP_DEFAULT_DEPTH = 3
 
 
 def _make_mlp(data_shape, *, num_classes, latent_dim, width, depth, spectral_norm,
-              conditioning, minibatch_std, conv_impl, latent_prior, dtype):
+              conditioning, minibatch_std, conv_impl, kernel_grad, latent_prior, dtype):
     if len(data_shape) != 1:
         raise ValueError(f"data_shape for mlp must be (D,), got {data_shape!r}")
     if conditioning != "concat":
@@ -55,14 +55,16 @@ def _make_mlp(data_shape, *, num_classes, latent_dim, width, depth, spectral_nor
 
 
 def _make_dcgan(data_shape, *, num_classes, latent_dim, width, depth, spectral_norm,
-                conditioning, minibatch_std, conv_impl, latent_prior, dtype):
+                conditioning, minibatch_std, conv_impl, kernel_grad, latent_prior, dtype):
     generator = DCGANGenerator(image_shape=data_shape, latent_dim=latent_dim,
                                num_classes=num_classes, width=width, depth=depth,
                                conditioning=conditioning, conv_impl=conv_impl,
+                               kernel_grad=kernel_grad,
                                **latent_prior, dtype=dtype)
     discriminator = DCGANDiscriminator(image_shape=data_shape, num_classes=num_classes,
                                        width=width, depth=depth, spectral_norm=spectral_norm,
                                        minibatch_std=minibatch_std, conv_impl=conv_impl,
+                                       kernel_grad=kernel_grad,
                                        dtype=dtype)
     return generator, discriminator
 
@@ -76,7 +78,7 @@ ARCHITECTURES: dict[str, Callable[..., tuple[nn.Module, nn.Module]]] = {
 def make_gan(architecture: str, *, data_shape: tuple, num_classes: int = 0,
              latent_dim: int = 64, width: int = 64, depth: int | None = None,
              spectral_norm: bool = False, conditioning: str = "concat",
-             minibatch_std: int = 0, conv_impl: str = "custom_vjp",
+             minibatch_std: int = 0, conv_impl: str = "custom_vjp", kernel_grad: str = "matmul",
              latent_components: int = 0, latent_component_std: float = 0.25,
              dtype: Any = jnp.float32) -> tuple[nn.Module, nn.Module]:
     """Returns unbound (generator, discriminator) modules for `architecture`.
@@ -88,7 +90,9 @@ def make_gan(architecture: str, *, data_shape: tuple, num_classes: int = 0,
     spectral_norm applies to every discriminator layer. minibatch_std > 0 (dcgan): the
     discriminator sees ProGAN's minibatch standard deviation over groups of that many
     samples (the batch must divide by it). conv_impl (dcgan): 'custom_vjp' or 'xla', how the
-    stride-2 convolutions are differentiated (see models/convs.py). latent_components > 0: the
+    stride-2 convolutions are differentiated (see models/convs.py); kernel_grad (dcgan,
+    custom_vjp): 'matmul' or 'conv', the form of their kernel gradients
+    (`convs.kernel_grad_for` picks the faster one for a platform). latent_components > 0: the
     generator's latent prior is a mixture of that many learned Gaussians of std
     latent_component_std (`layers.MixtureLatent`). Raises ValueError on bad arguments.
     """
@@ -111,12 +115,13 @@ def make_gan(architecture: str, *, data_shape: tuple, num_classes: int = 0,
     layers.check_conditioning(conditioning)
     layers.check_positive_int(minibatch_std, "minibatch_std", minimum=0)
     convs.check_conv_impl(conv_impl)
+    convs.check_kernel_grad(kernel_grad)
     layers.check_latent_prior(latent_components, latent_component_std)
     layers.check_dtype(dtype)
     return ARCHITECTURES[architecture](
         data_shape, num_classes=num_classes, latent_dim=latent_dim, width=width, depth=depth,
         spectral_norm=spectral_norm, conditioning=conditioning, minibatch_std=minibatch_std,
-        conv_impl=conv_impl, dtype=dtype,
+        conv_impl=conv_impl, kernel_grad=kernel_grad, dtype=dtype,
         latent_prior=dict(latent_components=latent_components,
                           latent_component_std=latent_component_std))
 

@@ -15,9 +15,10 @@ up_conv(x, kernel) = down_conv^T_V(x). So every gradient is one of three fast pr
   down_conv forward  / up_conv's input gradient:  a strided convolution;
   up_conv forward    / down_conv's input gradient: a sub-pixel convolution (below), 2-3x
     faster than XLA's transposed convolution;
-  both kernel gradients: the kernel gradient of a strided convolution, computed as four
-  matrix products (`_kernel_grad`) instead of the window-dilated convolution (which took
-  half of a 64x64 training step before this).
+  both kernel gradients: the kernel gradient of a strided convolution (`_kernel_grad`),
+  computed on the space-to-depth of the input as four matrix products ('matmul') or one
+  stride-1 convolution that contracts over the batch ('conv'), instead of the
+  window-dilated convolution (which took half of a 64x64 training step before this).
 The sub-pixel form computes a stride-2 transposed convolution as one stride-1 2x2 convolution
 of the once-padded input giving 4 * O channels (one 2x2 sub-kernel kernel[rh::2, rw::2] per
 output phase (rh, rw)), then interleaves the phases; it does the same multiplies as the
@@ -26,6 +27,7 @@ Both are exact reformulations: the tests compare outputs and gradients with the 
 `lax` operators and their autodiff within float32 rounding.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -80,18 +82,21 @@ def _space_to_depth(x: jax.Array) -> jax.Array:
             .reshape(n, h // 2, w // 2, 4 * c))
 
 
-def _kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
+def _kernel_grad(x: jax.Array, dy: jax.Array, form: str) -> jax.Array:
     """d/dK <_strided(x, K), dy>: x (N, H, W, C), dy (N, H/2, W/2, O) -> (4, 4, C, O).
 
-    As matrix products instead of XLA's window-dilated convolution. With s = the
-    space-to-depth of the once-padded x, (N, H/2 + 1, W/2 + 1, 4C), the 4x4 stride-2 kernel
-    is a 2x2 stride-1 kernel over s, and its gradient is the correlation of s with dy over the
-    four 2x2 offsets (a, b). That product needs four shifted copies of one operand:
-      * 16C <= O (an image layer, C = 1 or 3): the four 2x2 patches of s side by side, one
-        (16C)-wide matrix product (four 4C-wide products run 2-3x slower);
-      * else of dy (zero-padded to s's grid) when dy is the smaller, otherwise of s (its
-        2x2 patches); one matrix product per offset (concatenating wide copies first costs
-        more on XLA:CPU).
+    Instead of XLA's window-dilated convolution. With s = the space-to-depth of the
+    once-padded x, (N, H/2 + 1, W/2 + 1, 4C), the 4x4 stride-2 kernel is a 2x2 stride-1 kernel
+    over s, and its gradient is the correlation of s with dy over the four 2x2 offsets (a, b):
+      * 16C <= O (an image layer, C = 1 or 3), either form: the four 2x2 patches of s side by
+        side, one (16C)-wide matrix product (four 4C-wide products run 2-3x slower);
+      * form 'conv': that correlation as one stride-1 'VALID' convolution of s by dy, the
+        batch as its contracted feature dimension, (4C, 2, 2, O) out; it does exactly the
+        multiplies needed. 1.1-1.7x faster than 'matmul' on XLA:CPU's Eigen path, 1.3-3x
+        slower on YNNPACK (benchmarks/NOTES.md, step 6);
+      * form 'matmul': one matrix product per offset, shifting dy (zero-padded to s's grid,
+        which multiplies zeros on its border) when dy is the smaller, otherwise taking s's
+        2x2 patches (concatenating wide copies first costs more on XLA:CPU).
     """
     _, h, w, c = x.shape
     ho, wo, o = h // 2, w // 2, dy.shape[-1]
@@ -101,6 +106,10 @@ def _kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
         patches = jnp.concatenate([s[:, a:a + ho, b:b + wo] for a, b in offsets], axis=-1)
         g = jnp.dot(dy.reshape(-1, o).T, patches.reshape(-1, 16 * c))
         g = g.reshape(o, 2, 2, 2, 2, c).transpose(1, 2, 0, 3, 4, 5)  # (a, b, o, rh, rw, c)
+    elif form == "conv":
+        g = lax.conv_general_dilated(s, dy, (1, 1), "VALID",
+                                     dimension_numbers=("CHWN", "IHWO", "HWNC"))
+        g = g.reshape(2, 2, 2, 2, c, o).transpose(0, 1, 5, 2, 3, 4)  # (a, b, o, rh, rw, c)
     else:
         flat_s = s.reshape(-1, 4 * c)
         blocks = []  # (o, (rh, rw, c)) for each offset (a, b)
@@ -115,40 +124,42 @@ def _kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
     return g.transpose(0, 3, 1, 4, 5, 2).reshape(4, 4, c, o)
 
 
-@jax.custom_vjp
-def down_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """4x4 stride-2 'SAME' convolution, NHWC x HWIO -> NHWC (see the module docstring)."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def down_conv(x: jax.Array, kernel: jax.Array, kernel_grad: str = "matmul") -> jax.Array:
+    """4x4 stride-2 'SAME' convolution, NHWC x HWIO -> NHWC (see the module docstring);
+    kernel_grad: the form of its kernel gradient, one of KERNEL_GRADS."""
     return _strided(x, kernel)
 
 
-def _down_fwd(x, kernel):
+def _down_fwd(x, kernel, kernel_grad):
     return _strided(x, kernel), (x, kernel)
 
 
-def _down_bwd(residuals, dy):
+def _down_bwd(kernel_grad, residuals, dy):
     x, kernel = residuals
     dx = _sub_pixel(dy, _adjoint_kernel(kernel))
-    return dx, _kernel_grad(x, dy)
+    return dx, _kernel_grad(x, dy, kernel_grad)
 
 
 down_conv.defvjp(_down_fwd, _down_bwd)
 
 
-@jax.custom_vjp
-def up_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """4x4 stride-2 'SAME' transposed convolution (flax's, kernel not flipped), NHWC x HWIO."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def up_conv(x: jax.Array, kernel: jax.Array, kernel_grad: str = "matmul") -> jax.Array:
+    """4x4 stride-2 'SAME' transposed convolution (flax's, kernel not flipped), NHWC x HWIO;
+    kernel_grad as for down_conv."""
     return _sub_pixel(x, kernel)
 
 
-def _up_fwd(x, kernel):
+def _up_fwd(x, kernel, kernel_grad):
     return _sub_pixel(x, kernel), (x, kernel)
 
 
-def _up_bwd(residuals, dy):
+def _up_bwd(kernel_grad, residuals, dy):
     x, kernel = residuals
     adjoint = _adjoint_kernel(kernel)
     dx = _strided(dy, adjoint)
-    return dx, _adjoint_kernel(_kernel_grad(dy, x))
+    return dx, _adjoint_kernel(_kernel_grad(dy, x, kernel_grad))
 
 
 up_conv.defvjp(_up_fwd, _up_bwd)
@@ -164,14 +175,36 @@ CPU_CONV_LIBRARIES = ("eigen", "ynnpack")
 _YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 
 
+def _check_cpu_conv_library(library) -> None:
+    if library not in CPU_CONV_LIBRARIES:
+        raise ValueError(f"cpu_conv_library must be one of {CPU_CONV_LIBRARIES}, got {library!r}")
+
+
 def cpu_compiler_options(library: str) -> dict[str, str]:
     """`jax.jit(..., compiler_options=...)` for a CPU program whose convolutions run on
     `library` ('eigen' or 'ynnpack', XLA's default: no options)."""
-    if library not in CPU_CONV_LIBRARIES:
-        raise ValueError(f"cpu_conv_library must be one of {CPU_CONV_LIBRARIES}, got {library!r}")
+    _check_cpu_conv_library(library)
     if library == "ynnpack":
         return {}
     return {"xla_cpu_experimental_ynn_fusion_type": _YNN_WITHOUT_CONVOLUTIONS}
+
+
+# The form of the kernel gradients (`_kernel_grad`): 'conv' where convolutions run on XLA:CPU's
+# Eigen path, 'matmul' on YNNPACK and on other backends (measured in benchmarks/NOTES.md,
+# step 6; not measured on GPUs, where 'matmul' is the form measured before it).
+KERNEL_GRADS = ("matmul", "conv")
+
+
+def kernel_grad_for(platform: str, cpu_conv_library: str) -> str:
+    """The faster kernel-gradient form for a program on `platform` ('cpu', 'gpu', 'tpu')
+    whose CPU convolutions run on `cpu_conv_library` (see `cpu_compiler_options`)."""
+    _check_cpu_conv_library(cpu_conv_library)
+    return "conv" if platform == "cpu" and cpu_conv_library == "eigen" else "matmul"
+
+
+def check_kernel_grad(form) -> None:
+    if form not in KERNEL_GRADS:
+        raise ValueError(f"kernel_grad must be one of {KERNEL_GRADS}, got {form!r}")
 
 
 def check_conv_impl(impl) -> None:
@@ -185,14 +218,16 @@ class StrideTwoConv(nn.Module, kw_only=True):
 
     Parameters 'kernel' (4, 4, C, features), LeCun normal, and 'bias' (features,), zeros: the
     same names, shapes and initial values as `nn.Conv` / `nn.ConvTranspose` with kernel (4, 4),
-    strides 2 and 'SAME' padding. impl 'custom_vjp' (default) uses `down_conv` / `up_conv`;
-    'xla' the plain `lax` operators and autodiff (the reference the tests compare against).
+    strides 2 and 'SAME' padding. impl 'custom_vjp' (default) uses `down_conv` / `up_conv`
+    with kernel gradients of form `kernel_grad` (KERNEL_GRADS); 'xla' the plain `lax`
+    operators and autodiff (the reference the tests compare against).
     """
 
     features: int
     transpose: bool = False
     use_bias: bool = True
     impl: str = "custom_vjp"
+    kernel_grad: str = "matmul"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -204,7 +239,7 @@ class StrideTwoConv(nn.Module, kw_only=True):
                 if self.use_bias else None)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if self.impl == "custom_vjp":
-            y = (up_conv if self.transpose else down_conv)(x, kernel)
+            y = (up_conv if self.transpose else down_conv)(x, kernel, self.kernel_grad)
         elif self.transpose:
             y = lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=_DN)
         else:

@@ -22,7 +22,8 @@ Discriminator (x: (N, H, W, C) -> (logits (N,), features (N, b*b*width*2**(n-1))
 Kernels use flax's default initialisers (LeCun normal), not DCGAN's N(0, 0.02). Every 4x4
 stride-2 layer is a `convs.StrideTwoConv` (parameters as nn.Conv / nn.ConvTranspose);
 `conv_impl` picks how its gradients are computed ('custom_vjp', fast on every backend, or
-'xla', plain autodiff); both give the same values within float32 rounding.
+'xla', plain autodiff), `kernel_grad` the form of custom_vjp's kernel gradients ('matmul' or
+'conv', see convs.kernel_grad_for); all give the same values within float32 rounding.
 """
 
 from typing import Any
@@ -75,6 +76,7 @@ class DCGANGenerator(nn.Module, kw_only=True):
     embed_dim: int | None = None
     bn_momentum: float = 0.9
     conv_impl: str = "custom_vjp"
+    kernel_grad: str = "matmul"
     latent_components: int = 0
     latent_component_std: float = 0.25
     dtype: Any = jnp.float32
@@ -90,6 +92,7 @@ class DCGANGenerator(nn.Module, kw_only=True):
             layers.check_positive_int(self.embed_dim, "embed_dim")
         layers.check_conditioning(self.conditioning)
         convs.check_conv_impl(self.conv_impl)
+        convs.check_kernel_grad(self.kernel_grad)
         layers.check_dtype(self.dtype)
         super().__post_init__()
 
@@ -120,8 +123,8 @@ class DCGANGenerator(nn.Module, kw_only=True):
         # then do not depend on the batch it is generated in (`ganaug generate` promises it).
         impl = self.conv_impl if train else "xla"
         up = lambda features, name, use_bias: convs.StrideTwoConv(  # noqa: E731
-            features=features, transpose=True, use_bias=use_bias, impl=impl, name=name,
-            **kw)
+            features=features, transpose=True, use_bias=use_bias, impl=impl,
+            kernel_grad=self.kernel_grad, name=name, **kw)
 
         h = layers.latent_prior(z, self.latent_components, self.latent_component_std)
         h = h.astype(self.dtype)
@@ -157,6 +160,7 @@ class DCGANDiscriminator(nn.Module, kw_only=True):
     spectral_norm: bool = False
     minibatch_std: int = 0
     conv_impl: str = "custom_vjp"
+    kernel_grad: str = "matmul"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -166,6 +170,7 @@ class DCGANDiscriminator(nn.Module, kw_only=True):
         layers.check_positive_int(self.minibatch_std, "minibatch_std", minimum=0)
         layers.check_positive_int(self.num_classes, "num_classes", minimum=0)
         convs.check_conv_impl(self.conv_impl)
+        convs.check_kernel_grad(self.kernel_grad)
         layers.check_dtype(self.dtype)
         super().__post_init__()
 
@@ -185,8 +190,8 @@ class DCGANDiscriminator(nn.Module, kw_only=True):
         h = x.astype(self.dtype)
         for i in range(self.num_stages):
             conv = convs.StrideTwoConv(features=self.width * 2**i, impl=self.conv_impl,
-                                       dtype=self.dtype, param_dtype=self.param_dtype,
-                                       name=f"conv{i}")
+                                       kernel_grad=self.kernel_grad, dtype=self.dtype,
+                                       param_dtype=self.param_dtype, name=f"conv{i}")
             h = nn.leaky_relu(layers.spectral(conv, h, enabled=self.spectral_norm,
                                               update_stats=train), 0.2)
         if self.minibatch_std:

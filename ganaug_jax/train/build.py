@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
@@ -49,13 +50,20 @@ def build_run(config: ml_collections.ConfigDict) -> Run:
         m.architecture, data_shape=source.shape, num_classes=num_classes,
         latent_dim=m.latent_dim, width=m.width, depth=m.depth or None,
         spectral_norm=m.spectral_norm, conditioning=m.conditioning, minibatch_std=m.minibatch_std,
-        conv_impl=m.conv_impl, latent_components=m.latent_components,
+        conv_impl=m.conv_impl, kernel_grad=model_kernel_grad(config),
+        latent_components=m.latent_components,
         latent_component_std=m.latent_component_std,
         dtype=jnp.bfloat16 if m.compute_dtype == "bfloat16" else jnp.float32)
     # D steps n_critic times per G step: its schedule runs over that many updates.
     g_tx = make_optimizer(config.optim.g_lr, config.optim, config.num_steps)
     d_tx = make_optimizer(config.optim.d_lr, config.optim, config.num_steps * config.optim.n_critic)
     return Run(source, generator, discriminator, g_tx, d_tx, m.latent_dim, num_classes)
+
+
+def model_kernel_grad(config: ml_collections.ConfigDict) -> str:
+    """The form of the dcgan's kernel gradients that goes with step_compiler_options on the
+    default backend (`convs.kernel_grad_for`)."""
+    return convs.kernel_grad_for(jax.default_backend(), config.model.cpu_conv_library)
 
 
 def step_compiler_options(config: ml_collections.ConfigDict, mesh) -> dict[str, str]:
