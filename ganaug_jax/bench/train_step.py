@@ -262,11 +262,13 @@ def run(*, configs=CONFIGS, reps: int = 7, iters: int = 2, peers: bool = True,
 
 
 def loop_efficiency(c: TrainConfig = CONFIGS[0], *, steps: int = 60, log_every: int = 10,
-                    reps: int = 5, json_path: str | None = None) -> dict:
-    """`train_and_evaluate` (metrics fetched one step late, async checkpoints every 20 steps,
-    batches gathered on device) vs the bare jitted step at the same config: the loop's
-    images/sec (median over its log intervals after the first, which holds compilation) over
-    the bare step's (median of `reps`, timed before and after the loop, averaged)."""
+                    checkpoint_every: int = 20, runs: int = 2, reps: int = 5,
+                    json_path: str | None = None) -> dict:
+    """`train_and_evaluate` (metrics fetched one step late, async checkpoints every
+    `checkpoint_every` steps, batches gathered on device) vs the bare jitted step at the same
+    config. The bare step is timed (median of `reps`) before the first loop run and after each
+    of `runs` loop runs; the loop's images/sec is the median over every run's log intervals
+    after the first (which holds compilation), the bare step's the mean of its timings."""
     import json
     import shutil
     import tempfile
@@ -284,20 +286,26 @@ def loop_efficiency(c: TrainConfig = CONFIGS[0], *, steps: int = 60, log_every: 
         bare = [common.time_interleaved({"step": bare_run}, reps)["step"]]
         config = make_config(c, **{"data.source": str(data), "data.resolution": c.resolution,
                                    "data.channels": c.channels})
-        config.num_steps, config.log_every, config.checkpoint_every = steps, log_every, 20
-        config.sample_every = 0
-        train_and_evaluate(config, str(root / "run"), progress=False)
-        bare.append(common.time_interleaved({"step": bare_run}, reps)["step"])
-        rates = [json.loads(line)["images_per_sec"]
-                 for line in (root / "run" / "metrics.jsonl").read_text().splitlines()][1:]
+        config.num_steps, config.log_every = steps, log_every
+        config.checkpoint_every, config.sample_every = checkpoint_every, 0
+        rates = []
+        for i in range(runs):
+            train_and_evaluate(config, str(root / f"run{i}"), progress=False)
+            bare.append(common.time_interleaved({"step": bare_run}, reps)["step"])
+            rates += [json.loads(line)["images_per_sec"] for line in
+                      (root / f"run{i}" / "metrics.jsonl").read_text().splitlines()][1:]
     finally:
         shutil.rmtree(root, ignore_errors=True)
     bare_rate = c.batch / float(np.mean(bare))
     loop_rate = float(np.median(rates))
     row = {"suite": "train", "what": "loop efficiency", "config": c.name, "steps": steps,
+           "runs": runs, "log_every": log_every, "checkpoint_every": checkpoint_every,
            "loop_images_per_s": loop_rate, "bare_step_images_per_s": bare_rate,
+           "loop_interval_images_per_s": rates,
+           "bare_step_images_per_s_each": [c.batch / s for s in bare],
            "loop_fraction_of_bare": loop_rate / bare_rate, **common.environment()}
     common.write_json_lines([row], json_path)
     print(f"\nloop {loop_rate:,.1f} img/s vs bare step {bare_rate:,.1f} img/s: "
-          f"{100 * loop_rate / bare_rate:.1f}% ({c.name})", flush=True)
+          f"{100 * loop_rate / bare_rate:.1f}% ({c.name}, {runs} runs of {steps} steps, "
+          f"checkpoints every {checkpoint_every})", flush=True)
     return row
