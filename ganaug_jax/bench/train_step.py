@@ -124,8 +124,7 @@ def ganaug_runner(c: TrainConfig, mesh=None, **overrides):
     sharding.check_batch_divisible(c.batch, mesh)
     state = create_train_state(jax.random.key(0), generator, discriminator, g_tx, d_tx,
                                data_shape=shape, latent_dim=m.latent_dim,
-                               num_classes=c.num_classes)
-    state = jax.device_put(state, sharding.replicated(mesh))
+                               num_classes=c.num_classes, sharding=sharding.replicated(mesh))
     batch = {"x": jax.random.uniform(jax.random.key(1), (1, c.batch, *shape), jnp.float32,
                                      -1.0, 1.0)}
     if c.num_classes:

@@ -25,8 +25,8 @@ def save(manager: ocp.CheckpointManager, state: TrainState) -> None:
 
 
 def restore_latest(manager: ocp.CheckpointManager, like: TrainState):
-    """The latest checkpoint restored into the structure, shapes and shardings of `like`,
-    or None when there is none."""
+    """The latest checkpoint restored into the structure, shapes and shardings of `like` (a
+    TrainState of arrays or of jax.ShapeDtypeStructs), or None when there is none."""
     step = manager.latest_step()
     if step is None:
         return None

@@ -18,7 +18,7 @@ from ganaug_jax import config as config_lib
 from ganaug_jax.train import checkpoint
 from ganaug_jax.train.build import build_run
 from ganaug_jax.train.loop import sample_ema
-from ganaug_jax.train.state import TrainState, create_train_state
+from ganaug_jax.train.state import TrainState, abstract_train_state
 
 
 def load_run_state(workdir: str):
@@ -30,9 +30,10 @@ def load_run_state(workdir: str):
     config = config_lib.from_saved(json.loads(saved.read_text()))
     config_lib.validate(config)
     run = build_run(config)
-    like = create_train_state(
-        jax.random.key(config.seed), run.generator, run.discriminator, run.g_tx, run.d_tx,
-        data_shape=run.source.shape, latent_dim=run.latent_dim, num_classes=run.num_classes)
+    like = abstract_train_state(
+        run.generator, run.discriminator, run.g_tx, run.d_tx, data_shape=run.source.shape,
+        latent_dim=run.latent_dim, num_classes=run.num_classes,
+        sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
     if not (path / "checkpoints").is_dir():
         raise checkpoint.CheckpointError(f"--workdir {workdir!r} has no checkpoints")
     manager = checkpoint.make_manager(path, keep=config.keep_checkpoints, read_only=True)

@@ -21,7 +21,7 @@ from ganaug_jax.data.streaming import HostStream
 from ganaug_jax.train import checkpoint, outputs, sharding
 from ganaug_jax.train.distributed import is_primary
 from ganaug_jax.train.build import build_run, build_step, step_compiler_options
-from ganaug_jax.train.state import TrainState, create_train_state
+from ganaug_jax.train.state import TrainState, abstract_train_state, create_train_state
 
 
 class NonFiniteLossError(RuntimeError):
@@ -96,15 +96,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     path = check_workdir(workdir, config, force=force)
 
     rep = sharding.replicated(mesh)
-    state = create_train_state(
-        jax.random.key(config.seed), run.generator, run.discriminator, run.g_tx, run.d_tx,
-        data_shape=run.source.shape, latent_dim=run.latent_dim, num_classes=run.num_classes,
-        ada_initial_p=config.augment.ada_initial_p)
-    state = jax.device_put(state, rep)
+    models = dict(data_shape=run.source.shape, latent_dim=run.latent_dim,
+                  num_classes=run.num_classes)
     manager = checkpoint.make_manager(path, keep=config.keep_checkpoints)
-    restored = checkpoint.restore_latest(manager, state)
-    if restored is not None:
-        state = restored
+    state = checkpoint.restore_latest(manager, abstract_train_state(
+        run.generator, run.discriminator, run.g_tx, run.d_tx, sharding=rep, **models))
+    if state is None:
+        state = create_train_state(
+            jax.random.key(config.seed), run.generator, run.discriminator, run.g_tx, run.d_tx,
+            ada_initial_p=config.augment.ada_initial_p, sharding=rep, **models)
     primary = is_primary()
     if primary:
         outputs.atomic_write_text(path / "config.json", config_lib.to_json(config))

@@ -1,5 +1,6 @@
 """The training state: one pytree with everything a run needs to continue exactly."""
 
+import functools
 from typing import Any
 
 import flax.struct
@@ -30,10 +31,8 @@ def _split_variables(variables):
     return variables.pop("params"), variables.get("batch_stats", {})
 
 
-def create_train_state(key: jax.Array, generator, discriminator, g_tx: optax.GradientTransformation,
-                       d_tx: optax.GradientTransformation, *, data_shape: tuple, latent_dim: int,
-                       num_classes: int, ada_initial_p: float = 0.0) -> TrainState:
-    """Initialises every part of the state from `key` (a typed PRNG key)."""
+def _init_state(key: jax.Array, *, generator, discriminator, g_tx, d_tx, data_shape: tuple,
+                latent_dim: int, num_classes: int, ada_initial_p: float) -> TrainState:
     k_g, k_d, k_run = jax.random.split(key, 3)
     z = jnp.zeros((2, latent_dim), jnp.float32)
     labels = jnp.zeros((2,), jnp.int32) if num_classes else None
@@ -46,3 +45,36 @@ def create_train_state(key: jax.Array, generator, discriminator, g_tx: optax.Gra
         ema_params=jax.tree.map(jnp.copy, g_params),
         g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params),
         ada=ada_init(ada_initial_p))
+
+
+@functools.cache  # one compiled initialiser per (models, optimizers, shapes, placement)
+def _compiled_init(sharding, **static):
+    return jax.jit(functools.partial(_init_state, **static), out_shardings=sharding)
+
+
+def create_train_state(key: jax.Array, generator, discriminator, g_tx: optax.GradientTransformation,
+                       d_tx: optax.GradientTransformation, *, data_shape: tuple, latent_dim: int,
+                       num_classes: int, ada_initial_p: float = 0.0,
+                       sharding: jax.sharding.Sharding | None = None) -> TrainState:
+    """Initialises every part of the state from `key` (a typed PRNG key) as one compiled
+    program (one compilation, not one per initialiser op), placed on `sharding` (default:
+    the default device)."""
+    init = _compiled_init(sharding, generator=generator, discriminator=discriminator,
+                          g_tx=g_tx, d_tx=d_tx, data_shape=tuple(data_shape),
+                          latent_dim=latent_dim, num_classes=num_classes,
+                          ada_initial_p=float(ada_initial_p))
+    return init(key)
+
+
+def abstract_train_state(generator, discriminator, g_tx: optax.GradientTransformation,
+                         d_tx: optax.GradientTransformation, *, data_shape: tuple,
+                         latent_dim: int, num_classes: int,
+                         sharding: jax.sharding.Sharding) -> TrainState:
+    """The state's structure as jax.ShapeDtypeStructs on `sharding`, without computing or
+    compiling anything: what a checkpoint is restored into."""
+    shapes = jax.eval_shape(functools.partial(
+        _init_state, generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
+        data_shape=tuple(data_shape), latent_dim=latent_dim, num_classes=num_classes,
+        ada_initial_p=0.0), jax.random.key(0))
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        shapes)
