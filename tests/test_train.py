@@ -70,6 +70,48 @@ def test_eight_devices_equal_one_device(source, overrides):
     assert step_fn._cache_size() == 1  # the step compiled once for all its calls
 
 
+def test_state_initialises_as_one_program_and_restores_without_one():
+    """create_train_state compiles one program whose state is placed on `sharding` and equals
+    initialising op by op (within float32 rounding: XLA may fuse the spectral-norm init);
+    abstract_train_state gives the same structure, shapes, dtypes and sharding and compiles
+    nothing."""
+    from ganaug_jax.train import state as state_lib
+    run = build_run(tiny_config("digits", **{"model.spectral_norm": True}))
+    models = dict(generator=run.generator, discriminator=run.discriminator, g_tx=run.g_tx,
+                  d_tx=run.d_tx, data_shape=run.source.shape, latent_dim=run.latent_dim,
+                  num_classes=run.num_classes)
+    rep = sharding.replicated(sharding.make_mesh())
+    key = jax.random.key(7)
+    programs = []  # compiled here or loaded from a persistent cache an earlier test turned on
+
+    def on_compile(name, secs, **kwargs):
+        if name.endswith("backend_compile_duration"):
+            programs.append(name)
+
+    def on_event(name, **kwargs):
+        if name == "/jax/compilation_cache/cache_hits":
+            programs.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(on_compile)
+    jax.monitoring.register_event_listener(on_event)
+    try:
+        abstract = state_lib.abstract_train_state(**models, sharding=rep)
+        assert programs == []
+        state = create_train_state(key, **models, ada_initial_p=0.25, sharding=rep)
+        assert len(programs) == 1
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_compile)
+        jax.monitoring.unregister_event_listener(on_event)
+    op_by_op = state_lib._init_state(key, **models, ada_initial_p=0.25)
+    assert jax.tree.structure(abstract) == jax.tree.structure(state)
+    for a, x, ref in zip(jax.tree.leaves(abstract), jax.tree.leaves(state),
+                         jax.tree.leaves(op_by_op), strict=True):
+        assert (a.shape, a.dtype) == (x.shape, x.dtype) == (ref.shape, ref.dtype)
+        assert a.sharding == x.sharding == rep
+        np.testing.assert_allclose(np.asarray(x), np.asarray(ref), rtol=1e-6, atol=1e-7)
+    assert float(state.ada.p) == 0.25
+
+
 def test_batch_must_divide_by_device_count(tmp_path):
     config = tiny_config(batch_size=12)
     with pytest.raises(ValueError, match=r"batch_size' = 12 must be divisible by the number of devices \(8\)"):
