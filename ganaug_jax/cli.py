@@ -100,13 +100,15 @@ def _generate(args, overrides) -> int:
 
 def _evaluate_options(args):
     from ganaug_jax.evaluate import downstream, protocol
-    spec = downstream.ClassifierSpec(**({"steps": args.classifier_steps}
-                                        if args.classifier_steps is not None else {}))
+    def spec(steps):
+        return downstream.ClassifierSpec(**({"steps": steps} if steps is not None else {}))
     return protocol.EvaluateOptions(
         seeds=tuple(args.seeds), arms=tuple(args.arms or downstream.ARMS),
         synthetic_per_class=args.synthetic_per_class,
         synthetic_fraction=args.synthetic_fraction,
-        synthetic_label_smoothing=args.synthetic_label_smoothing, classifier=spec)
+        synthetic_label_smoothing=args.synthetic_label_smoothing,
+        classifier=spec(args.classifier_steps),
+        domain_classifier=spec(args.domain_classifier_steps))
 
 
 def _evaluate(args, overrides) -> int:
@@ -145,6 +147,9 @@ def _add_evaluate_flags(parser, *, seeds) -> None:
     parser.add_argument("--classifier-steps", type=int, default=None,
                         help="classifier training steps, the same for every arm "
                              "(default: downstream.ClassifierSpec's)")
+    parser.add_argument("--domain-classifier-steps", type=int, default=None,
+                        help="training steps of the domain classifier whose features the "
+                             "sample-quality metrics use (default: downstream.ClassifierSpec's)")
 
 
 def _bench(args, overrides) -> int:

@@ -12,8 +12,8 @@ from ganaug_jax.train import outputs
 
 TINY = ["--config.num_steps=2", "--config.batch_size=16", "--config.model.width=8",
         "--config.checkpoint_every=2", "--config.sample_every=0", "--config.data.per_class=3",
-        "--seeds", "0", "1", "--classifier-steps", "3", "--synthetic-per-class", "2",
-        "--no-progress"]
+        "--seeds", "0", "1", "--classifier-steps", "3", "--domain-classifier-steps", "5",
+        "--synthetic-per-class", "2", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def test_demo_writes_a_complete_report(demo_dir):
     report = json.loads((report_dir / "report.json").read_text())
     assert report["train_counts"] == [3] * 10                      # data.per_class=3
     assert report["synthetic_per_class"] == 2
+    assert (report["classifier"]["steps"], report["domain_classifier"]["steps"]) == (3, 5)
     assert {(r["seed"], r["arm"]) for r in report["rows"]} == {
         (s, a) for s in (0, 1) for a in downstream.ARMS}
     for arm, metrics in report["summary"].items():                 # summary = the rows' stats
@@ -54,7 +55,7 @@ def test_evaluate_on_the_demo_run_matches_the_demo(demo_dir, tmp_path):
     out = tmp_path / "report"
     assert cli.main(["evaluate", "--workdir", str(demo_dir / "gan"), "--out", str(out),
                      "--seeds", "0", "1", "--classifier-steps", "3",
-                     "--synthetic-per-class", "2"]) == 0
+                     "--domain-classifier-steps", "5", "--synthetic-per-class", "2"]) == 0
     again = json.loads((out / "report.json").read_text())
     demo = json.loads((demo_dir / "report" / "report.json").read_text())
     assert again["rows"] == demo["rows"]                           # same seeds, same bits
@@ -67,6 +68,8 @@ def test_evaluate_on_the_demo_run_matches_the_demo(demo_dir, tmp_path):
     (["--synthetic-fraction", "1.5"], "--synthetic-fraction must be in (0, 1)"),
     (["--synthetic-per-class", "0"], "--synthetic-per-class must be >= 1"),
     (["--synthetic-label-smoothing", "1"], "--synthetic-label-smoothing must be in [0, 1)"),
+    (["--classifier-steps", "0"], "--classifier-steps must be >= 1"),
+    (["--domain-classifier-steps", "-2"], "--domain-classifier-steps must be >= 1"),
 ])
 def test_evaluate_rejects_bad_options(demo_dir, tmp_path, capsys, flags, message):
     argv = ["evaluate", "--workdir", str(demo_dir / "gan"), "--out", str(tmp_path / "r"), *flags]

@@ -35,6 +35,7 @@ class EvaluateOptions:
     synthetic_fraction: float = 0.5  # chosen together on digits k = 10, seeds 5-7 (not the
     synthetic_label_smoothing: float = 0.7  # reported 0-4), 4 classifier seeds each
     classifier: downstream.ClassifierSpec = downstream.ClassifierSpec()
+    domain_classifier: downstream.ClassifierSpec = downstream.ClassifierSpec()  # sample quality
     sample_seed: int = 10_000
 
     def check(self) -> None:
@@ -43,6 +44,10 @@ class EvaluateOptions:
         unknown = [a for a in self.arms if a not in downstream.ARMS]
         if unknown or not self.arms:
             raise ValueError(f"--arms must be a subset of {downstream.ARMS}, got {list(self.arms)}")
+        for flag, spec in (("--classifier-steps", self.classifier),
+                           ("--domain-classifier-steps", self.domain_classifier)):
+            if spec.steps < 1:
+                raise ValueError(f"{flag} must be >= 1, got {spec.steps}")
         if self.synthetic_per_class < 1:
             raise ValueError(f"--synthetic-per-class must be >= 1, got {self.synthetic_per_class}")
         if not 0 < self.synthetic_fraction < 1:
@@ -64,10 +69,12 @@ def summarise(rows: list[dict], arms) -> dict:
 
 
 def sample_quality(real_full_train: dict, real_test: dict, gan_train: dict, synthetic: dict,
-                   num_classes: int, *, seed: int = 0) -> dict:
+                   num_classes: int, *, seed: int = 0,
+                   spec: downstream.ClassifierSpec = downstream.ClassifierSpec()) -> dict:
     """Fréchet distance, precision/recall (k = 3) and memorisation in the feature space of a
-    domain classifier trained on the full real training split (fixed seed)."""
-    domain = downstream.train_domain_classifier(real_full_train, num_classes, seed=seed)
+    domain classifier (`spec`) trained on the full real training split (fixed seed)."""
+    domain = downstream.train_domain_classifier(real_full_train, num_classes, seed=seed,
+                                                spec=spec)
     f_train = domain.features(real_full_train["x"])
     f_test = domain.features(real_test["x"])
     f_fake = domain.features(synthetic["x"])
@@ -129,8 +136,9 @@ def build_report(workdir: str, config, run, state, real, synthetic: dict,
         "synthetic_label_smoothing": options.synthetic_label_smoothing,
         "classifier": dataclasses.asdict(options.classifier), "seeds": list(options.seeds),
         "rows": rows, "summary": summarise(rows, options.arms),
+        "domain_classifier": dataclasses.asdict(options.domain_classifier),
         "quality": sample_quality(real_full.train, real.test, real.train, synthetic,
-                                  run.num_classes),
+                                  run.num_classes, spec=options.domain_classifier),
     }
 
 
