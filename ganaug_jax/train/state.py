@@ -47,7 +47,7 @@ def _init_state(key: jax.Array, *, generator, discriminator, g_tx, d_tx, data_sh
         ada=ada_init(ada_initial_p))
 
 
-@functools.cache  # one compiled initialiser per (models, optimizers, shapes, placement)
+@functools.lru_cache(maxsize=16)  # compiled initialisers by (models, optimizers, shapes, placement)
 def _compiled_init(sharding, **static):
     return jax.jit(functools.partial(_init_state, **static), out_shardings=sharding)
 
