@@ -96,15 +96,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     path = check_workdir(workdir, config, force=force)
 
     rep = sharding.replicated(mesh)
-    models = dict(data_shape=run.source.shape, latent_dim=run.latent_dim,
+    shapes = dict(data_shape=run.source.shape, latent_dim=run.latent_dim,
                   num_classes=run.num_classes)
     manager = checkpoint.make_manager(path, keep=config.keep_checkpoints)
     state = checkpoint.restore_latest(manager, abstract_train_state(
-        run.generator, run.discriminator, run.g_tx, run.d_tx, sharding=rep, **models))
-    if state is None:
+        run.generator, run.discriminator, run.g_tx, run.d_tx, sharding=rep, **shapes))
+    if state is None:  # a new run
         state = create_train_state(
             jax.random.key(config.seed), run.generator, run.discriminator, run.g_tx, run.d_tx,
-            ada_initial_p=config.augment.ada_initial_p, sharding=rep, **models)
+            ada_initial_p=config.augment.ada_initial_p, sharding=rep, **shapes)
     primary = is_primary()
     if primary:
         outputs.atomic_write_text(path / "config.json", config_lib.to_json(config))

@@ -75,6 +75,6 @@ def abstract_train_state(generator, discriminator, g_tx: optax.GradientTransform
     shapes = jax.eval_shape(functools.partial(
         _init_state, generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
         data_shape=tuple(data_shape), latent_dim=latent_dim, num_classes=num_classes,
-        ada_initial_p=0.0), jax.random.key(0))
+        ada_initial_p=0.0), jax.eval_shape(jax.random.key, 0))
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                         shapes)
