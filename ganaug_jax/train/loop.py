@@ -99,12 +99,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     shapes = dict(data_shape=run.source.shape, latent_dim=run.latent_dim,
                   num_classes=run.num_classes)
     manager = checkpoint.make_manager(path, keep=config.keep_checkpoints)
-    state = checkpoint.restore_latest(manager, abstract_train_state(
-        run.generator, run.discriminator, run.g_tx, run.d_tx, sharding=rep, **shapes))
-    if state is None:  # a new run
+    if manager.latest_step() is None:  # a new run
         state = create_train_state(
             jax.random.key(config.seed), run.generator, run.discriminator, run.g_tx, run.d_tx,
             ada_initial_p=config.augment.ada_initial_p, sharding=rep, **shapes)
+    else:
+        state = checkpoint.restore_latest(manager, abstract_train_state(
+            run.generator, run.discriminator, run.g_tx, run.d_tx, sharding=rep, **shapes))
     primary = is_primary()
     if primary:
         outputs.atomic_write_text(path / "config.json", config_lib.to_json(config))
