@@ -211,8 +211,13 @@ sys.path.insert(0, {tests!r})
 from test_warp_kernel import _inputs, _slope, BORDERS, INTERPOLATIONS
 from ganaug_jax.augment import _warp, _warp_cpu
 out = {{"uses_avx2": np.array(_warp_cpu.uses_avx2())}}
-for shape in [(3, 37, 45, 3), (2, 8, 8, 3), (2, 19, 23, 1), (2, 16, 17, 5)]:
+# The last case shifts the last image so that, in its bottom rows, pixels 0-1 read readable
+# patches and pixels 2-3 the bottom-right one (read past the buffer's end with 4-float loads).
+corner = jax.numpy.asarray(np.array([[[1, 0, 6.5], [0, 1, 0], [0, 0, 1]],
+                               [[1, 0, 6.5], [0, 1, 4.0], [0, 0, 1]]], np.float32))
+for shape in [(3, 37, 45, 3), (2, 8, 8, 3), (2, 19, 23, 1), (2, 16, 17, 5), (2, 6, 10, 3)]:
     images, geometry, colour = _inputs(shape, seed=7)
+    geometry = corner if shape == (2, 6, 10, 3) else geometry
     for border in BORDERS:
         for interpolation in INTERPOLATIONS:
             for with_colour in (False, True):
@@ -228,8 +233,8 @@ np.savez(sys.argv[1], **out)
 
 @pytest.mark.skipif(not A.fast_kernels_available(), reason="the C++ kernel is not built")
 def test_avx2_paths_give_the_bits_of_the_4_lane_paths(tmp_path):
-    """The kernel's AVX2 paths (coordinates 8 at a time, 3-channel bilinear pixels 2 at a time)
-    against its 4-lane paths (GANAUG_WARP_NO_AVX2), in fresh processes: the same bits."""
+    """The kernel's AVX2 paths (coordinates 8 at a time, 3-channel bilinear pixels 2 and 4 at a
+    time) against its 4-lane paths (GANAUG_WARP_NO_AVX2), in fresh processes: the same bits."""
     script = tmp_path / "paths.py"
     script.write_text(_PATHS_SCRIPT.format(tests=os.path.dirname(__file__)))
     results = {}
@@ -243,7 +248,7 @@ def test_avx2_paths_give_the_bits_of_the_4_lane_paths(tmp_path):
     if not results["default"]["uses_avx2"]:
         pytest.skip("this CPU has no AVX2: only the 4-lane paths exist here")
     keys = [k for k in results["default"].files if k != "uses_avx2"]
-    assert len(keys) == 4 * 3 * 2 * 2 * 2
+    assert len(keys) == 5 * 3 * 2 * 2 * 2
     for key in keys:
         np.testing.assert_array_equal(results["default"][key], results["no_avx2"][key], err_msg=key)
 

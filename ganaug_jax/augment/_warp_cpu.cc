@@ -107,12 +107,65 @@ bool UseAvx2() {
 }
 const bool kCpuHasAvx2 = UseAvx2();
 
+// [w0 w0 w0 w0 w1 w1 w1 w1] from weights[0..1]: one load and one permute (a broadcast per
+// 128-bit half cost three instructions per weight, and 1 - w was a scalar op each).
+[[gnu::target("avx2"), gnu::always_inline]] inline __m256 PairWeights(const float* weights) {
+  const __m128 two = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(weights)));
+  return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two),
+                                  _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+}
+
+// One pair of BilinearPairs3: the colour-transformed pixels x and x + 1 of the row in raw
+// lanes [r0 g0 b0 - r1 g1 b1 -], their sum added to *total; false (nothing done) if a patch
+// is not readable with 4-float loads.
+template <int32_t kBorder>
+[[gnu::target("avx2"), gnu::always_inline]] inline bool BilinearPair3(
+    const float* image, const float* image_end, int64_t w, int64_t x, const int32_t* row_offset,
+    const float* row_fx, const float* row_fy, const float* row_inside_x,
+    const float* row_inside_y, float fill, const float* colour, const __m256* columns,
+    __m256 offset, __m128* total, __m256* result) {
+  const float* a0 = image + static_cast<int64_t>(row_offset[x]) * 3;
+  const float* a1 = image + static_cast<int64_t>(row_offset[x + 1]) * 3;
+  const float* b0 = a0 + w * 3;
+  const float* b1 = a1 + w * 3;
+  if (b0 + 7 > image_end || b1 + 7 > image_end) return false;
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 vfx = PairWeights(row_fx + x), vfy = PairWeights(row_fy + x);
+  const __m256 vgx = _mm256_sub_ps(one, vfx), vgy = _mm256_sub_ps(one, vfy);
+  const __m256 top = _mm256_add_ps(
+      _mm256_mul_ps(_mm256_loadu2_m128(a1, a0), vgx),
+      _mm256_mul_ps(_mm256_loadu2_m128(a1 + 3, a0 + 3), vfx));
+  const __m256 bottom = _mm256_add_ps(
+      _mm256_mul_ps(_mm256_loadu2_m128(b1, b0), vgx),
+      _mm256_mul_ps(_mm256_loadu2_m128(b1 + 3, b0 + 3), vfx));
+  __m256 p = _mm256_add_ps(_mm256_mul_ps(top, vgy), _mm256_mul_ps(bottom, vfy));
+  if constexpr (kBorder == kConstant) {
+    const float in0 = row_inside_x[x] * row_inside_y[x];
+    const float in1 = row_inside_x[x + 1] * row_inside_y[x + 1];
+    p = _mm256_add_ps(
+        _mm256_mul_ps(p, _mm256_setr_m128(_mm_set1_ps(in0), _mm_set1_ps(in1))),
+        _mm256_setr_m128(_mm_set1_ps(fill * (1.0f - in0)), _mm_set1_ps(fill * (1.0f - in1))));
+  }
+  *total = _mm_add_ps(_mm_add_ps(*total, _mm256_castps256_ps128(p)), _mm256_extractf128_ps(p, 1));
+  __m256 v = p;
+  if (colour != nullptr) {
+    v = offset;
+    v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_shuffle_ps(p, p, 0x00), columns[0]));
+    v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_shuffle_ps(p, p, 0x55), columns[1]));
+    v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_shuffle_ps(p, p, 0xAA), columns[2]));
+  }
+  *result = v;
+  return true;
+}
+
 // 3-channel bilinear output pixels two at a time (one per 128-bit half of a 256-bit vector),
 // with the same products in the same order per lane as WarpRows' 4-lane path, so the same
-// bits. Starts at pixel x of output row y and stops before x_end, before the row's last pixel
-// (each pair's 8-float store spills 2 floats onto the next pixel, written later), or before a
-// patch that is not readable with 4-float loads. Returns where it stopped; the pixels'
-// sum is added to *row_total in pixel order. No FMA: a*b+c stays two roundings.
+// bits. Starts at pixel x of output row y and stops before x_end, or before a patch that is
+// not readable with 4-float loads. Four pixels (two pairs) are stored as 12 packed floats (one
+// 8-float and one 4-float store, no overlap); a last pair as 8 floats, which spill 2 onto the
+// next pixel (so not on a row's last pixel), or as 4 + 2 floats before an unreadable patch.
+// Returns where it stopped; the pixels' sum is added to *row_total in pixel order. No FMA:
+// a*b+c stays two roundings.
 template <int32_t kBorder>
 [[gnu::target("avx2")]] int64_t BilinearPairs3(
     const float* image, const float* image_end, int64_t w, int64_t y, int64_t x,
@@ -128,43 +181,40 @@ template <int32_t kBorder>
     offset = _mm256_setr_ps(colour[3], colour[7], colour[11], 0.0f,
                             colour[3], colour[7], colour[11], 0.0f);
   }
+  // Lanes of one pair: [r0 g0 b0 - r1 g1 b1 -]. pack: the pair as 6 leading floats; tail:
+  // the next pair's r0 g0 into lanes 6, 7; rest: the next pair's b0 r1 g1 b1 into lanes 0-3.
   const __m256i pack = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 7, 3);
+  const __m256i tail = _mm256_setr_epi32(0, 0, 0, 0, 0, 0, 0, 1);
+  const __m256i rest = _mm256_setr_epi32(2, 4, 5, 6, 0, 0, 0, 0);
   __m128 total = *row_total;
-  for (; x + 2 <= x_end && x + 2 < w; x += 2) {
-    const float* a0 = image + static_cast<int64_t>(row_offset[x]) * 3;
-    const float* a1 = image + static_cast<int64_t>(row_offset[x + 1]) * 3;
-    const float* b0 = a0 + w * 3;
-    const float* b1 = a1 + w * 3;
-    if (b0 + 7 > image_end || b1 + 7 > image_end) break;
-    const float fx0 = row_fx[x], fx1 = row_fx[x + 1], fy0 = row_fy[x], fy1 = row_fy[x + 1];
-    const __m256 vfx = _mm256_setr_m128(_mm_set1_ps(fx0), _mm_set1_ps(fx1));
-    const __m256 vgx = _mm256_setr_m128(_mm_set1_ps(1.0f - fx0), _mm_set1_ps(1.0f - fx1));
-    const __m256 vfy = _mm256_setr_m128(_mm_set1_ps(fy0), _mm_set1_ps(fy1));
-    const __m256 vgy = _mm256_setr_m128(_mm_set1_ps(1.0f - fy0), _mm_set1_ps(1.0f - fy1));
-    const __m256 top = _mm256_add_ps(
-        _mm256_mul_ps(_mm256_loadu2_m128(a1, a0), vgx),
-        _mm256_mul_ps(_mm256_loadu2_m128(a1 + 3, a0 + 3), vfx));
-    const __m256 bottom = _mm256_add_ps(
-        _mm256_mul_ps(_mm256_loadu2_m128(b1, b0), vgx),
-        _mm256_mul_ps(_mm256_loadu2_m128(b1 + 3, b0 + 3), vfx));
-    __m256 p = _mm256_add_ps(_mm256_mul_ps(top, vgy), _mm256_mul_ps(bottom, vfy));
-    if constexpr (kBorder == kConstant) {
-      const float in0 = row_inside_x[x] * row_inside_y[x];
-      const float in1 = row_inside_x[x + 1] * row_inside_y[x + 1];
-      p = _mm256_add_ps(
-          _mm256_mul_ps(p, _mm256_setr_m128(_mm_set1_ps(in0), _mm_set1_ps(in1))),
-          _mm256_setr_m128(_mm_set1_ps(fill * (1.0f - in0)), _mm_set1_ps(fill * (1.0f - in1))));
+  float* const row_out = out + y * w * 3;
+  // The arguments of BilinearPair3 that do not change along the row.
+#define GANAUG_PAIR(at, result)                                                               \
+  BilinearPair3<kBorder>(image, image_end, w, at, row_offset, row_fx, row_fy, row_inside_x, \
+                         row_inside_y, fill, colour, columns, offset, &total, result)
+  for (; x + 4 <= x_end; x += 4) {
+    __m256 first, second;
+    if (!GANAUG_PAIR(x, &first)) break;
+    if (!GANAUG_PAIR(x + 2, &second)) {  // the first pair alone: its 6 floats, no spill
+      const __m256 packed = _mm256_permutevar8x32_ps(first, pack);
+      _mm_storeu_ps(row_out + x * 3, _mm256_castps256_ps128(packed));
+      _mm_storel_pi(reinterpret_cast<__m64*>(row_out + x * 3 + 4),
+                    _mm256_extractf128_ps(packed, 1));
+      *row_total = total;
+      return x + 2;
     }
-    total = _mm_add_ps(_mm_add_ps(total, _mm256_castps256_ps128(p)), _mm256_extractf128_ps(p, 1));
-    __m256 v = p;
-    if (colour != nullptr) {
-      v = offset;
-      v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_shuffle_ps(p, p, 0x00), columns[0]));
-      v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_shuffle_ps(p, p, 0x55), columns[1]));
-      v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_shuffle_ps(p, p, 0xAA), columns[2]));
-    }
-    _mm256_storeu_ps(out + (y * w + x) * 3, _mm256_permutevar8x32_ps(v, pack));
+    const __m256 low = _mm256_blend_ps(_mm256_permutevar8x32_ps(first, pack),
+                                       _mm256_permutevar8x32_ps(second, tail), 0xC0);
+    _mm256_storeu_ps(row_out + x * 3, low);
+    _mm_storeu_ps(row_out + x * 3 + 8,
+                  _mm256_castps256_ps128(_mm256_permutevar8x32_ps(second, rest)));
   }
+  for (; x + 2 <= x_end && x + 2 < w; x += 2) {
+    __m256 v;
+    if (!GANAUG_PAIR(x, &v)) break;
+    _mm256_storeu_ps(row_out + x * 3, _mm256_permutevar8x32_ps(v, pack));
+  }
+#undef GANAUG_PAIR
   *row_total = total;
   return x;
 }
