@@ -104,7 +104,10 @@ def channel_means(images: jax.Array) -> jax.Array:
 def transform_mean(matrices: jax.Array, mean: jax.Array) -> jax.Array:
     """Per-channel means after an affine colour transform: (N, C+1, C+1), (N, C) -> (N, C)."""
     c = mean.shape[1]
-    return jnp.sum(matrices[:, :c, :c] * mean[:, None, :], axis=2) + matrices[:, :c, c]
+    out = matrices[:, :c, c]
+    for k in range(c):  # unrolled: a reduction of this product is lowered to a slow dot
+        out = out + matrices[:, :c, k] * mean[:, k, None]
+    return out
 
 
 def apply(images: jax.Array, matrices: jax.Array) -> jax.Array:
