@@ -214,7 +214,7 @@ out = {{"uses_avx2": np.array(_warp_cpu.uses_avx2())}}
 # The last case shifts the last image so that, in its bottom rows, pixels 0-1 read readable
 # patches and pixels 2-3 the bottom-right one (read past the buffer's end with 4-float loads).
 corner = jax.numpy.asarray(np.array([[[1, 0, 6.5], [0, 1, 0], [0, 0, 1]],
-                               [[1, 0, 6.5], [0, 1, 4.0], [0, 0, 1]]], np.float32))
+                                     [[1, 0, 6.5], [0, 1, 4.0], [0, 0, 1]]], np.float32))
 for shape in [(3, 37, 45, 3), (2, 8, 8, 3), (2, 19, 23, 1), (2, 16, 17, 5), (2, 6, 10, 3)]:
     images, geometry, colour = _inputs(shape, seed=7)
     geometry = corner if shape == (2, 6, 10, 3) else geometry
