@@ -24,9 +24,9 @@ Each peer runs in its own idiom and fastest path:
 
 Protocol (PROTOCOLS.md section 4): random inputs (never zeros); compile time measured
 separately (`.lower().compile()`), then one warm-up call; `jax.block_until_ready` before every
-clock read; each timed call uses a fresh key; the libraries are interleaved repetition by
-repetition (rep 1: floor, ganaug, dm-pix, augmax, kornia; rep 2: ...) so that on a shared,
-noisy CPU they see the same conditions; medians of >= 5 repetitions (a library whose warm-up
+clock read; each timed call uses a fresh key, split before the clock starts; the libraries
+are interleaved repetition by repetition (rep 1: floor, ganaug, dm-pix, augmax, kornia;
+rep 2: ...) so that on a shared, noisy CPU they see the same conditions; medians of >= 5 repetitions (a library whose warm-up
 call exceeds --slow-s seconds at a shape runs only 5). The memory floor is one jitted
 read-and-write of the batch; fraction_of_floor = floor time / pipeline time, both timed in
 the interleaved loop (cold caches after each peer); the floor and ganaug_jax are then timed
@@ -163,7 +163,9 @@ def bench_shape(shape, reps, slow_s, torch_compile):
     root = jax.random.key(0)
     images = jax.random.uniform(jax.random.key(1), shape, jnp.float32, -1.0, 1.0)
     images01 = jax.block_until_ready((images + 1.0) / 2.0)
-    keys = jax.random.split(root, reps + 1)
+    # One key per call, split up front: indexing a key array is itself an eager JAX op
+    # (0.2-0.4 ms on a 2-core CPU) that would otherwise be timed with every library.
+    keys = list(jax.random.split(root, reps + 1))
     floor = jax.jit(lambda x: x * 1.0001 + 1e-4)
     p = jnp.float32(1.0)  # traced, as in training (ADA changes p without recompiling)
     jax_fns = {"floor": (lambda key, x: floor(x), (images,)),
