@@ -26,9 +26,9 @@ Protocol (PROTOCOLS.md section 4): random inputs (never zeros); compile time mea
 separately (`.lower().compile()`), then one warm-up call; `jax.block_until_ready` before every
 clock read; each timed call uses a fresh key, split before the clock starts; the libraries
 are interleaved repetition by repetition (rep 1: floor, ganaug, dm-pix, augmax, kornia;
-rep 2: ...) so that on a shared, noisy CPU they see the same conditions; medians of >= 5 repetitions (a library whose warm-up
-call exceeds --slow-s seconds at a shape runs only 5). The memory floor is one jitted
-read-and-write of the batch; fraction_of_floor = floor time / pipeline time, both timed in
+rep 2: ...) so that on a shared, noisy CPU they see the same conditions; medians of >= 5
+repetitions (a library whose warm-up call exceeds --slow-s seconds at a shape runs only 5).
+The memory floor is one jitted read-and-write of the batch; fraction_of_floor = floor time / pipeline time, both timed in
 the interleaved loop (cold caches after each peer); the floor and ganaug_jax are then timed
 again back to back (warm caches), the stricter back_to_back_fraction_of_floor.
 Output: one JSON line per (library, shape) on stdout (appended to --json FILE if given), then
