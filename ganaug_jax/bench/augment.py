@@ -28,9 +28,10 @@ clock read; each timed call uses a fresh key, split before the clock starts; the
 are interleaved repetition by repetition (rep 1: floor, ganaug, dm-pix, augmax, kornia;
 rep 2: ...) so that on a shared, noisy CPU they see the same conditions; medians of >= 5
 repetitions (a library whose warm-up call exceeds --slow-s seconds at a shape runs only 5).
-The memory floor is one jitted read-and-write of the batch; fraction_of_floor = floor time / pipeline time, both timed in
-the interleaved loop (cold caches after each peer); the floor and ganaug_jax are then timed
-again back to back (warm caches), the stricter back_to_back_fraction_of_floor.
+The memory floor is one jitted read-and-write of the batch; fraction_of_floor = floor
+time / pipeline time, both timed in the interleaved loop (cold caches after each peer); the
+floor and ganaug_jax are then timed again back to back (warm caches), the stricter
+back_to_back_fraction_of_floor.
 Output: one JSON line per (library, shape) on stdout (appended to --json FILE if given), then
 a markdown table. No assertions on timings.
 
