@@ -141,6 +141,29 @@ def test_hash_uniforms_are_uniform_and_key_dependent():
     assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.03
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU fusion property")
+def test_hash_is_computed_once_per_pipeline_call_on_cpu():
+    """XLA:CPU would fuse the hash into each consumer and recompute it per matrix element; the
+    compiled ada:bgc pipeline holds the mixer's multiplier in exactly one fused computation.
+    The draws are those of the unconditioned hash, bit for bit (the conditional is identity)."""
+    pipe = A.preset("ada:bgc")
+    images = jnp.zeros((16, 8, 8, 3), jnp.float32)
+    for p in (jnp.float32(0.5), 0.5):  # traced and constant p
+        text = jax.jit(lambda k, x, p=p: pipe(k, x, p)).lower(jax.random.key(0), images)
+        text = text.compile().as_text()
+        blocks = text.split("\n\n")
+        assert sum(str(0x7FEB352D) in b for b in blocks) == 1, "hash fused into several kernels"
+    key = jax.random.key(3)
+    words = _hash.key_words(key)
+    x = jnp.arange(12, dtype=jnp.uint32) * np.uint32(0x9E3779B9)
+    for w in words:
+        x = _hash._mix(x ^ w)
+    x = _hash._mix(x + np.uint32(0x6A09E667))
+    expected = np.asarray(x >> 8).astype(np.float32) * np.float32(2.0 ** -24)
+    for run in (_hash.uniform, jax.jit(_hash.uniform, static_argnums=1)):
+        np.testing.assert_array_equal(np.asarray(run(key, (3, 4))).ravel(), expected)
+
+
 def test_changing_p_does_not_recompile(rgb_batch):
     traces = []
     pipe = A.preset("ada:bgc")

@@ -40,4 +40,21 @@ def uniform(key: jax.Array, shape: tuple) -> jax.Array:
     for i in range(words.shape[0]):
         x = _mix(x ^ words[i])
     x = _mix(x + np.uint32(0x6A09E667))
-    return ((x >> 8).astype(jnp.float32) * np.float32(2.0 ** -24)).reshape(shape)
+    draws = ((x >> 8).astype(jnp.float32) * np.float32(2.0 ** -24)).reshape(shape)
+    always = (words[0] | np.uint32(1)) != 0  # true, but XLA does not fold it
+    return jax.lax.platform_dependent(draws, always, cpu=_computed_once,
+                                      default=lambda d, _: d)
+
+
+def _computed_once(draws: jax.Array, always: jax.Array) -> jax.Array:
+    """The draws, written once to their own buffer on XLA:CPU.
+
+    Left alone, XLA:CPU fuses the hash into every consumer and recomputes it for each element
+    of each matrix built from the draws (16 times per sample for a 4x4 colour matrix, 64 with
+    contrast's C + 1 evaluations). A `lax.cond` on a predicate that is always true but that XLA
+    cannot fold keeps the hash in a fusion of its own. Its other branch (zeros, never taken)
+    is not the identity, else XLA would drop the conditional; the predicate comes from the
+    key, not the draws, so a batch-sharded caller needs no collective for it. Not on GPU/TPU,
+    where a conditional costs a host sync.
+    """
+    return jax.lax.cond(always, lambda d: d, jnp.zeros_like, draws)

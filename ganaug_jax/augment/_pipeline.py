@@ -56,10 +56,11 @@ def _keep_unapplied(applied, out, images):
 def geometry_matrix(shape, params_and_ops):
     """The product (N, 3, 3) of a run of geometric ops' matrices for images of `shape`."""
     n, h, w, _ = shape
-    matrix = _resample.identity(n)
+    matrix = None  # the identity, not multiplied in: XLA:CPU would recompute every product
     for params, _, op in params_and_ops:
-        matrix = _colour.compose(matrix, op.build(params, h, w))
-    return matrix
+        built = op.build(params, h, w)
+        matrix = built if matrix is None else _colour.compose(matrix, built)
+    return _resample.identity(n) if matrix is None else matrix
 
 
 def colour_matrix(shape, params_and_ops, channel_means):
@@ -69,12 +70,15 @@ def colour_matrix(shape, params_and_ops, channel_means):
     applies to; called only when an op needs them (contrast).
     """
     n, _, _, c = shape
-    matrix = _colour.identity(n, c)
+    matrix = None  # the identity, not multiplied in (as in geometry_matrix)
     mean = channel_means() if any(op.needs_mean for *_, op in params_and_ops) else None
     for params, _, op in params_and_ops:
-        current_mean = None if mean is None else _colour.transform_mean(matrix, mean)
-        matrix = _colour.compose(op.build(params, c, current_mean), matrix)
-    return matrix
+        current_mean = None
+        if mean is not None:
+            current_mean = mean if matrix is None else _colour.transform_mean(matrix, mean)
+        built = op.build(params, c, current_mean)
+        matrix = built if matrix is None else _colour.compose(built, matrix)
+    return _colour.identity(n, c) if matrix is None else matrix
 
 
 def run_geometric(images, geometric, colour, border, interpolation, fill):
