@@ -148,9 +148,10 @@ def test_hash_is_computed_once_per_pipeline_call_on_cpu():
     The draws are those of the unconditioned hash, bit for bit (the conditional is identity)."""
     pipe = A.preset("ada:bgc")
     images = jnp.zeros((16, 8, 8, 3), jnp.float32)
-    for p in (jnp.float32(0.5), 0.5):  # traced and constant p
-        text = jax.jit(lambda k, x, p=p: pipe(k, x, p)).lower(jax.random.key(0), images)
-        text = text.compile().as_text()
+    key0, p = jax.random.key(0), jnp.float32(0.5)
+    lowered = [jax.jit(pipe).lower(key0, images, p),  # p traced, as ADA passes it
+               jax.jit(lambda k, x: pipe(k, x, 0.5)).lower(key0, images)]  # p a constant
+    for text in (low.compile().as_text() for low in lowered):
         blocks = text.split("\n\n")
         assert sum(str(0x7FEB352D) in b for b in blocks) == 1, "hash fused into several kernels"
     key = jax.random.key(3)
