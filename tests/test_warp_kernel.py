@@ -211,11 +211,12 @@ sys.path.insert(0, {tests!r})
 from test_warp_kernel import _inputs, _slope, BORDERS, INTERPOLATIONS
 from ganaug_jax.augment import _warp, _warp_cpu
 out = {{"uses_avx2": np.array(_warp_cpu.uses_avx2())}}
-# The last case shifts the last image so that, in its bottom rows, pixels 0-1 read readable
-# patches and pixels 2-3 the bottom-right one (read past the buffer's end with 4-float loads).
+# The first case spans two column tiles (kTile = 128). The last case shifts the last image
+# so that, in its bottom rows, pixels 0-1 read readable patches and pixels 2-3 the
+# bottom-right one (read past the buffer's end with 4-float loads).
 corner = jax.numpy.asarray(np.array([[[1, 0, 6.5], [0, 1, 0], [0, 0, 1]],
                                      [[1, 0, 6.5], [0, 1, 4.0], [0, 0, 1]]], np.float32))
-for shape in [(3, 37, 45, 3), (2, 8, 8, 3), (2, 19, 23, 1), (2, 16, 17, 5), (2, 6, 10, 3)]:
+for shape in [(3, 37, 141, 3), (2, 8, 8, 3), (2, 19, 23, 1), (2, 16, 17, 5), (2, 6, 10, 3)]:
     images, geometry, colour = _inputs(shape, seed=7)
     geometry = corner if shape == (2, 6, 10, 3) else geometry
     for border in BORDERS:
