@@ -1,18 +1,21 @@
 """Benchmark plumbing (no timing assertions): the analytic FLOP count against XLA's cost
-analysis, the `ganaug bench` output contract, and the CLI's persistent compilation cache."""
+analysis, the `ganaug bench` output contract, compile timing, and the CLI's persistent
+compilation cache."""
 
+import gc
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import weakref
 
 import jax
 import jax.numpy as jnp
 import pytest
 from PIL import Image
 
-from ganaug_jax.bench import train_step
+from ganaug_jax.bench import common, train_step
 from ganaug_jax.models import make_gan
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -124,3 +127,20 @@ def test_second_run_of_a_config_loads_compiled_programs_from_the_cache(tmp_path)
     # 8 CPU devices: off (XLA:CPU collectives hang when loaded from the cache)
     many, _ = probe("c", 8)
     assert many["code"] == 0 and many["hits"] == 0 and many["misses"] == 0
+
+
+def test_timed_compile_collects_garbage_before_the_clock_starts():
+    class Node:
+        pass
+
+    cycle = Node()
+    cycle.self = cycle  # only a cycle collection frees it
+    alive = weakref.ref(cycle)
+    del cycle
+    gc.disable()  # no automatic collection between here and the call
+    try:
+        result, seconds = common.timed_compile(lambda: alive() is None)
+    finally:
+        gc.enable()
+    assert result is True  # the cycle was gone when the timed function ran
+    assert 0.0 < seconds < 60.0

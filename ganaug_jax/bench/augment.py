@@ -23,7 +23,8 @@ Each peer runs in its own idiom and fastest path:
     the same pipeline traced under `augment.without_fast_kernels()`, timed in the same loop.
 
 Protocol (PROTOCOLS.md section 4): random inputs (never zeros); compile time measured
-separately (`.lower().compile()`), then one warm-up call; `jax.block_until_ready` before every
+separately (`.lower().compile()`, after a full garbage collection: `common.timed_compile`),
+then one warm-up call; `jax.block_until_ready` before every
 clock read; each timed call uses a fresh key, split before the clock starts; the libraries
 are interleaved repetition by repetition (rep 1: floor, ganaug, dm-pix, augmax, kornia;
 rep 2: ...) so that on a shared, noisy CPU they see the same conditions; medians of >= 5
@@ -179,17 +180,15 @@ def bench_shape(shape, reps, slow_s, torch_compile):
     if not A.fast_kernels_available():
         del jax_fns[PURE]  # ganaug_jax is the pure-JAX path already
     for name, (fn, args) in jax_fns.items():
-        start = time.perf_counter()
         with A.without_fast_kernels() if name == PURE else contextlib.nullcontext():
-            compiled = jax.jit(fn).lower(keys[0], *args).compile()
-        compile_s[name] = time.perf_counter() - start
+            compiled, compile_s[name] = common.timed_compile(
+                lambda f=fn, a=args: jax.jit(f).lower(keys[0], *a).compile())
         runners[name] = lambda key, c=compiled, a=args: jax.block_until_ready(c(key, *a))
     kornia, kornia_device = kornia_runner(images01, torch_compile) or (None, None)
     if kornia is not None:
         runners["kornia"] = lambda key: kornia()
-        start = time.perf_counter()
-        kornia()  # kornia "compile": first call (includes torch.compile tracing when enabled)
-        compile_s["kornia"] = time.perf_counter() - start
+        # kornia "compile": first call (includes torch.compile tracing when enabled)
+        _, compile_s["kornia"] = common.timed_compile(kornia)
     for name, run in runners.items():  # warm-up
         start = time.perf_counter()
         run(keys[0])

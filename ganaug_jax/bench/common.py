@@ -1,12 +1,15 @@
-"""What every benchmark shares (PROTOCOLS.md section 4): the environment line, interleaved
-median timing, the measured matmul peak, JSON lines, markdown tables and a bar chart."""
+"""What every benchmark shares (PROTOCOLS.md section 4): the environment line, compile timing,
+interleaved median timing, the measured matmul peak, JSON lines, markdown tables and a bar
+chart."""
 
 import datetime
+import gc
 import json
 import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +33,19 @@ def environment() -> dict:
     except ImportError:
         pass
     return env
+
+
+def timed_compile(compile_fn: Callable[[], Any]) -> tuple[Any, float]:
+    """(compile_fn(), its wall seconds), timed after a full garbage collection.
+
+    A process that has imported the peers (torch, kornia) holds ~300k Python objects; a
+    full collection of them costs 0.25-0.3 s on a 2-core CPU and is triggered by whichever
+    trace allocates next. Collecting first charges each compile for its own work only.
+    """
+    gc.collect()
+    start = time.perf_counter()
+    result = compile_fn()
+    return result, time.perf_counter() - start
 
 
 def time_interleaved(runners: dict[str, Callable[[], None]], reps: int) -> dict[str, float]:

@@ -56,9 +56,8 @@ def run(*, batches=BATCHES, num: int = 2048, export_num: int = 1000, reps: int =
     rows = []
     runners, compile_s = {}, {}
     for b in batches:
-        start = time.perf_counter()
-        generate(g_run, state, num=b, seed=0, batch_size=b)  # compiles this batch shape
-        compile_s[b] = time.perf_counter() - start
+        _, compile_s[b] = common.timed_compile(  # compiles this batch shape
+            lambda b=b: generate(g_run, state, num=b, seed=0, batch_size=b))
         runners[b] = lambda b=b: generate(g_run, state, num=num, seed=1, batch_size=b)
     seconds = common.time_interleaved({str(b): f for b, f in runners.items()}, reps)
     for b in batches:

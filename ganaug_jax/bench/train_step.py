@@ -23,7 +23,6 @@ float32 matmul peak of the device (`common.matmul_peak_flops`).
 
 import dataclasses
 import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
@@ -130,11 +129,9 @@ def ganaug_runner(c: TrainConfig, mesh=None, **overrides):
     if c.num_classes:
         batch["y"] = jax.random.randint(jax.random.key(2), (1, c.batch), 0, c.num_classes)
     batch = jax.device_put(batch, sharding.batch_sharding(mesh, 1))
-    start = time.perf_counter()
-    compiled = sharding.shard_step(
+    compiled, compile_s = common.timed_compile(lambda: sharding.shard_step(
         build_step(config, run), mesh, batch_axis=1,
-        compiler_options=step_compiler_options(config, mesh)).lower(state, batch).compile()
-    compile_s = time.perf_counter() - start
+        compiler_options=step_compiler_options(config, mesh)).lower(state, batch).compile())
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     box = [state]
@@ -178,9 +175,8 @@ def bench_config(c: TrainConfig, *, reps: int, iters: int, peers: bool, torch_co
             if counts != info["ganaug_jax"]["params"]:
                 raise AssertionError(f"{name} at {c.name}: parameter counts (G, D) {counts} != "
                                      f"ganaug_jax's {info['ganaug_jax']['params']}")
-            start = time.perf_counter()
-            run()  # eager: warm-up; compile: tracing and code generation
-            compile_s[name] = time.perf_counter() - start
+            # eager: warm-up; compile: tracing and code generation
+            _, compile_s[name] = common.timed_compile(run)
             runners[name], info[name] = run, {"params": counts}
     for run in runners.values():  # warm-up (ganaug_jax: first call after compilation)
         run()
