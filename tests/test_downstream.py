@@ -7,12 +7,14 @@ Everything is tiny (width 8, a few steps): compiles dominate the run time.
 
 Every test here runs with `jax.threefry_partitionable(False)`: with the default (True, since
 JAX 0.5) XLA:CPU took ~10 s (busy 2-core machine) to compile one rank-4 `jax.random.normal` such as a (3, 3, 8, 16)
-conv-kernel initialiser, against ~1 s without it, and each trainer compiles its own init. The
+conv-kernel initialiser, against ~1 s without it (the trainers share one compiled init per
+classifier; other tests here use other widths, hence other inits). The
 properties tested (determinism per key, which arrays are read, learning, batching) do not
 depend on how the random bits are generated.
 """
 
 import collections
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -176,6 +178,22 @@ def test_trainer_mixing_reads_both_sources():
     a = train(key, _device(real), _device(synthetic))
     assert not _same(a, train(key, _device(real), _device(_other(synthetic, 6))))
     assert not _same(a, train(key, _device(_other(real, 7)), _device(synthetic)))
+
+
+def test_every_arm_starts_from_one_compiled_initialiser():
+    spec = ds.ClassifierSpec(steps=1, batch_size=8, width=6, dropout=0.3)  # width 6: this test's
+    real, synthetic = _device(_toy(4, 0)), _device(_toy(4, 1))
+    for fraction in (0.0, 0.5, 1.0):
+        ds.make_trainer(2, spec, augment=None, synthetic_fraction=fraction)(
+            jax.random.key(1), real, synthetic)
+    other_budget = dataclasses.replace(spec, steps=2, learning_rate=1e-2)
+    ds.make_trainer(2, other_budget, augment=ds.classical_augmentation(),
+                    synthetic_fraction=0.0)(jax.random.key(1), real, None)
+    init = ds._initial_params(2, spec.width, spec.dropout)
+    assert init.jitted._cache_size() == 1  # four trainers, one compiled initialiser
+    like = real["x"][:1]
+    assert jax.tree.map(np.shape, init(jax.random.key(5), like)) == jax.tree.map(
+        np.shape, jax.eval_shape(spec.module(2).init, jax.random.key(5), like)["params"])
 
 
 def test_cross_entropy_smooths_only_the_synthetic_targets_against_float64_numpy():

@@ -58,12 +58,15 @@ def create_train_state(key: jax.Array, generator, discriminator, g_tx: optax.Gra
                        sharding: jax.sharding.Sharding | None = None) -> TrainState:
     """Initialises every part of the state from `key` (a typed PRNG key) as one compiled
     program (one compilation, not one per initialiser op), placed on `sharding` (default:
-    the default device)."""
+    the default device). The initialisers draw with the non-partitionable threefry (the
+    state is replicated, so nothing is lost): XLA:CPU compiled a conditional DCGAN's init in
+    5.67 s with JAX's default partitionable threefry and in 1.49 s without it."""
     init = _compiled_init(sharding, generator=generator, discriminator=discriminator,
                           g_tx=g_tx, d_tx=d_tx, data_shape=tuple(data_shape),
                           latent_dim=latent_dim, num_classes=num_classes,
                           ada_initial_p=float(ada_initial_p))
-    return init(key)
+    with jax.threefry_partitionable(False):
+        return init(key)
 
 
 def abstract_train_state(generator, discriminator, g_tx: optax.GradientTransformation,
