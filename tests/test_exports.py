@@ -4,7 +4,9 @@ generator; atomic writes; the `ganaug generate` command end to end."""
 
 import hashlib
 import json
+import os
 import pathlib
+import stat
 import sys
 import types
 
@@ -172,6 +174,28 @@ def test_truncation_changes_the_samples(digits_run):
 
 
 # ---- exports ----
+
+@pytest.mark.parametrize("fmt, name", [("npz", "s.npz"), ("folder", "s"), ("tfds", "s_tfds")])
+def test_exports_get_the_permissions_of_the_umask(fmt, name, digits_run, digit_samples,
+                                                  tmp_path):
+    """Staged and renamed files are 0o666 less the umask and folders 0o777 less it, as open()
+    and mkdir() would make them (mkstemp's 0o600 survived the rename before)."""
+    previous = os.umask(0o027)
+    try:
+        exports.export(fmt, tmp_path / name, digit_samples, _manifest(digits_run))
+        outputs.atomic_write_text(tmp_path / "report.md", "# report\n")
+        outputs.atomic_write_text(tmp_path / "report.md", "# report, again\n")
+    finally:
+        os.umask(previous)
+    paths = [tmp_path / name, tmp_path / "report.md"]
+    paths += list((tmp_path / name).rglob("*")) if (tmp_path / name).is_dir() else []
+    assert len(paths) > 2 or fmt == "npz"
+    for path in paths:
+        expected = 0o750 if path.is_dir() else 0o640
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+    assert (tmp_path / "report.md").read_text() == "# report, again\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "report.md"])
+
 
 @pytest.mark.parametrize("fmt, name", [("npz", "s.npz"), ("folder", "s"), ("tfds", "s_tfds")])
 def test_every_format_reads_back_exactly(fmt, name, digits_run, digit_samples, tmp_path):

@@ -36,7 +36,6 @@ import json
 import os
 import pathlib
 import re
-import secrets
 import shutil
 
 import numpy as np
@@ -170,22 +169,18 @@ def check_target(out, fmt: str, *, overwrite: bool = False) -> pathlib.Path:
     return path
 
 
-def _sibling(target: pathlib.Path, tag: str) -> pathlib.Path:
-    return target.parent / f".{target.name}.{secrets.token_hex(6)}.{tag}"
-
-
 @contextlib.contextmanager
 def _staged_dir(target: pathlib.Path, fmt: str, *, overwrite: bool):
     """Yields an empty temporary sibling of target; renames it onto target when the block
     succeeds and removes it in every case that leaves it behind."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(target, "tmp")
+    tmp = outputs.sibling(target, "tmp")
     tmp.mkdir()
     try:
         yield tmp
         check_target(target, fmt, overwrite=overwrite)  # again: it may have appeared meanwhile
         if target.exists() and any(target.iterdir()):  # an earlier export, overwrite=True
-            old = _sibling(target, "old")
+            old = outputs.sibling(target, "old")
             os.rename(target, old)
             try:
                 os.rename(tmp, target)

@@ -6,15 +6,23 @@ Every file is written to a temporary name and renamed, so none is ever left half
 import json
 import os
 import pathlib
-import tempfile
+import secrets
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 
+def sibling(target: pathlib.Path, tag: str) -> pathlib.Path:
+    """A fresh hidden name next to target, for staging a write: .NAME.RANDOM.TAG"""
+    return target.parent / f".{target.name}.{secrets.token_hex(6)}.{tag}"
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
+    """Writes data to a sibling temporary file, fsyncs it and renames it onto path. The file
+    gets the permissions open() would give it (0o666 less the umask), not mkstemp's 0o600."""
     path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    tmp = sibling(path, "tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
