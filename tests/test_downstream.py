@@ -181,7 +181,8 @@ def test_trainer_mixing_reads_both_sources():
 
 
 def test_every_arm_starts_from_one_compiled_initialiser():
-    spec = ds.ClassifierSpec(steps=1, batch_size=8, width=6, dropout=0.3)  # width 6: this test's
+    # width 6: no other test builds this classifier, so the compile count below is this test's
+    spec = ds.ClassifierSpec(steps=1, batch_size=8, width=6, dropout=0.3)
     real, synthetic = _device(_toy(4, 0)), _device(_toy(4, 1))
     for fraction in (0.0, 0.5, 1.0):
         ds.make_trainer(2, spec, augment=None, synthetic_fraction=fraction)(
