@@ -59,7 +59,7 @@ def _numpy_up(x, k):
 # branch of the kernel gradient (one patch product when 16C <= O; else the 'conv' form, or
 # the 'matmul' form with dy smaller than x, and larger), both forms of the sub-pixel convolution (one padded-grid convolution; one per
 # phase when H, W <= 8 and O >= 16: up_conv's forward, down_conv's input gradient) and
-# single channels.
+# single channels (the tap forms: a strided product with C = 1, a sub-pixel one with O = 1).
 CASES = [
     (down_conv, _plain_down, _numpy_down, (2, 8, 8, 3), 5),
     (down_conv, _plain_down, _numpy_down, (3, 16, 16, 1), 16),
@@ -70,6 +70,8 @@ CASES = [
     (down_conv, _plain_down, _numpy_down, (2, 8, 8, 16), 8),
     (up_conv, _plain_up, _numpy_up, (2, 8, 8, 4), 16),
     (up_conv, _plain_up, _numpy_up, (2, 4, 4, 16), 1),
+    (down_conv, _plain_down, _numpy_down, (2, 8, 12, 1), 4),  # one channel, H != W
+    (up_conv, _plain_up, _numpy_up, (2, 6, 4, 5), 1),
 ]
 
 

@@ -15,6 +15,8 @@ up_conv(x, kernel) = down_conv^T_V(x). So every gradient is one of three fast pr
   down_conv forward  / up_conv's input gradient:  a strided convolution;
   up_conv forward    / down_conv's input gradient: a sub-pixel convolution (below), 2-3x
     faster than XLA's transposed convolution;
+  with one image channel (C = 1 in, or O = 1 out), the strided and sub-pixel products are
+    matrix products over the 16 taps instead (`_strided`, `_sub_pixel_taps`);
   both kernel gradients: the kernel gradient of a strided convolution (`_kernel_grad`),
   computed on the space-to-depth of the input as four matrix products ('matmul') or one
   stride-1 convolution that contracts over the batch ('conv'), instead of the
@@ -40,7 +42,15 @@ _PAD1 = ((1, 1), (1, 1))
 
 
 def _strided(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return lax.conv_general_dilated(x, kernel, (2, 2), _PAD1, dimension_numbers=_DN)
+    """The 4x4 stride-2 convolution. With one input channel, as the matrix product of the 16
+    taps of each output pixel with the kernel (XLA:CPU's convolution packs a depth-1 input
+    slowly; benchmarks/NOTES.md, step 8)."""
+    n, h, w, c = x.shape
+    if c != 1:
+        return lax.conv_general_dilated(x, kernel, (2, 2), _PAD1, dimension_numbers=_DN)
+    padded = jnp.pad(x[..., 0], ((0, 0), (1, 1), (1, 1)))
+    taps = jnp.stack([padded[:, i:i + h:2, j:j + w:2] for i in range(4) for j in range(4)], -1)
+    return jnp.dot(taps, kernel.reshape(16, -1))
 
 
 def _adjoint_kernel(kernel: jax.Array) -> jax.Array:
@@ -55,10 +65,13 @@ def _sub_pixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
     over x padded by (1 - rh, rh) rows and (1 - rw, rw) columns. Either one convolution of the
     (1, 1)-padded x to 4 * O channels, which computes each phase on an (H+1) x (W+1) grid and
     keeps H x W of it, or one exact convolution per phase when that grid wastes more than a
-    fifth (H, W <= 8) and O is not tiny (measured in benchmarks/NOTES.md, step 5).
+    fifth (H, W <= 8) and O is not tiny (measured in benchmarks/NOTES.md, step 5). With one
+    output channel, `_sub_pixel_taps`.
     """
     n, h, w, c = x.shape
     o = kernel.shape[-1]
+    if o == 1:  # XLA:CPU's convolution to 4 channels is slow (benchmarks/NOTES.md, step 8)
+        return _sub_pixel_taps(x, kernel)
     if 5 * (h + 1) * (w + 1) > 6 * h * w and o >= 16:
         phases = [[lax.conv_general_dilated(x, kernel[rh::2, rw::2], (1, 1),
                                             ((1 - rh, rh), (1 - rw, rw)), dimension_numbers=_DN)
@@ -71,6 +84,20 @@ def _sub_pixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
     y = y.reshape(n, h + 1, w + 1, 2, 2, o)
     # output[2i + rh, 2j + rw] = y[i + rh, j + rw, rh, rw]
     rows = [jnp.stack([y[:, rh:rh + h, rw:rw + w, rh, rw] for rw in (0, 1)], axis=3)
+            for rh in (0, 1)]
+    return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, o)
+
+
+def _sub_pixel_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """_sub_pixel for one output channel: each input pixel's 16 taps (one matrix product,
+    (N*H*W, C) x (C, 16 * O)), then every output phase (rh, rw) sums the taps
+    kernel[2a + rh, 2b + rw] of its four input neighbours, x[i + rh + a - 1, j + rw + b - 1]."""
+    n, h, w, c = x.shape
+    o = kernel.shape[-1]
+    taps = jnp.dot(x, kernel.transpose(2, 0, 1, 3).reshape(c, 16 * o)).reshape(n, h, w, 4, 4, o)
+    taps = jnp.pad(taps, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
+    rows = [jnp.stack([sum(taps[:, rh + a:rh + a + h, rw + b:rw + b + w, 2 * a + rh, 2 * b + rw]
+                           for a in (0, 1) for b in (0, 1)) for rw in (0, 1)], axis=3)
             for rh in (0, 1)]
     return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, o)
 
