@@ -14,11 +14,9 @@ function either way. `jax.export` refuses FFI calls for the CPU: export under
 `without_fast_kernels()`.
 """
 
-import concurrent.futures
 import contextlib
 import functools
 import math
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +25,7 @@ from jax import lax
 from jax.extend import core as jex_core
 from jax.interpreters import batching, mlir
 
+from ganaug_jax import cpu_kernels
 from ganaug_jax.augment import _colour, _resample
 
 try:
@@ -146,34 +145,17 @@ def fast_kernels_available() -> bool:
 
 @functools.cache
 def _kernel_runs() -> bool:
-    """One tiny call on the CPU: a kernel built against an XLA FFI version this jaxlib does
-    not accept is reported once and left unused, instead of failing every pipeline. It runs
-    on its own thread, which has no JAX trace, so asking while tracing is fine."""
-    try:
-        jax.local_devices(backend="cpu")
-    except RuntimeError:  # no CPU backend (e.g. JAX_PLATFORMS=cuda): nothing to run it on
-        return False
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        problem = pool.submit(_kernel_problem).result()
-    if problem is None:
-        return True
-    warnings.warn(f"ganaug_jax's XLA:CPU augmentation kernel {problem}; using the pure-JAX "
-                  "path (reinstall ganaug_jax against this jaxlib to rebuild it)")
-    return False
+    return cpu_kernels.kernel_runs("augmentation kernel", _kernel_problem)
 
 
 def _kernel_problem() -> str | None:
     cpu = jax.local_devices(backend="cpu")[0]
     images = jax.device_put(np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2), cpu)
     identity = jax.device_put(np.eye(3, dtype=np.float32)[None], cpu)
-    try:
-        none, active = jnp.zeros((1, 0), jnp.float32), jnp.ones((1,), bool)
-        out, _ = jax.jit(lambda x, g: _kernel(x, g, none, none, active, "edge", "bilinear",
-                                              0.0))(images, identity)
-        out = np.asarray(out)
-    except Exception as error:  # noqa: BLE001 - any failure means: do not use it
-        return f"failed: {error}"
-    return None if np.array_equal(out, np.asarray(images)) else "returned wrong values"
+    none, active = jnp.zeros((1, 0), jnp.float32), jnp.ones((1,), bool)
+    out, _ = jax.jit(lambda x, g: _kernel(x, g, none, none, active, "edge", "bilinear",
+                                          0.0))(images, identity)
+    return None if np.array_equal(np.asarray(out), np.asarray(images)) else "returned wrong values"
 
 
 _disabled = 0

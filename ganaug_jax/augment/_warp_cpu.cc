@@ -18,13 +18,9 @@
 #include <Python.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
-#include <memory>
-#include <mutex>
 #include <type_traits>
 #include <vector>
 
@@ -37,9 +33,12 @@
 #define GANAUG_AVX2_PATH 1  // compiled for AVX2 with a target attribute, used where the CPU has it
 #endif
 
+#include "ganaug_jax/csrc/parallel_for.h"
+#include "ganaug_jax/csrc/python_module.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
+using ganaug::ParallelFor;
 
 namespace {
 
@@ -581,37 +580,6 @@ RowsFn Select(int64_t channels, int32_t border, int32_t interpolation) {
   return SelectForChannels<0>(border, interpolation);
 }
 
-// Runs work(i) for i in [0, count) on the calling thread and XLA's intra-op pool, and
-// returns when every item has run. Late pool tasks find no work and touch nothing.
-template <typename Work>
-void ParallelFor(ffi::ThreadPool& pool, int64_t count, Work work) {
-  struct State {
-    std::atomic<int64_t> next{0};
-    std::atomic<int64_t> done{0};
-    std::mutex mutex;
-    std::condition_variable finished;
-  };
-  auto state = std::make_shared<State>();
-  auto run = [state, count, &work]() {
-    for (int64_t i; (i = state->next.fetch_add(1)) < count;) {
-      work(i);
-      if (state->done.fetch_add(1) + 1 == count) {
-        std::lock_guard<std::mutex> lock(state->mutex);
-        state->finished.notify_all();
-      }
-    }
-  };
-  const int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, count - 1);
-  for (int64_t t = 0; t < helpers; ++t) {
-    // Each task owns a copy of `state`; `work` is only called while items remain, i.e.
-    // before this function returns.
-    pool.Schedule([state, count, run]() { run(); });
-  }
-  run();
-  std::unique_lock<std::mutex> lock(state->mutex);
-  state->finished.wait(lock, [&] { return state->done.load() == count; });
-}
-
 ffi::Error CheckArgs(const ffi::Buffer<ffi::F32>& images, const ffi::Buffer<ffi::F32>& geometry,
                      Geometry* g) {
   auto dims = images.dimensions();
@@ -782,20 +750,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GanaugWarp, WarpImpl,
 
 // The Python module: handlers() -> {"ganaug_warp": capsule}.
 static PyObject* Handlers(PyObject*, PyObject*) {
-  PyObject* dict = PyDict_New();
-  if (dict == nullptr) return nullptr;
-  const std::pair<const char*, void*> entries[] = {
-      {"ganaug_warp", reinterpret_cast<void*>(GanaugWarp)}};
-  for (const auto& [name, fn] : entries) {
-    PyObject* capsule = PyCapsule_New(fn, nullptr, nullptr);
-    if (capsule == nullptr || PyDict_SetItemString(dict, name, capsule) < 0) {
-      Py_XDECREF(capsule);
-      Py_DECREF(dict);
-      return nullptr;
-    }
-    Py_DECREF(capsule);
-  }
-  return dict;
+  return ganaug::HandlerDict({{"ganaug_warp", reinterpret_cast<void*>(GanaugWarp)}});
 }
 
 static PyObject* UsesAvx2(PyObject*, PyObject*) {

@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ganaug_jax.models import _layout
+
 _DN = ("NHWC", "HWIO", "NHWC")
 _PAD1 = ((1, 1), (1, 1))
 
@@ -102,13 +104,6 @@ def _sub_pixel_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, o)
 
 
-def _space_to_depth(x: jax.Array) -> jax.Array:
-    """(N, H, W, C) -> (N, H/2, W/2, 4C), channels ordered (row phase, column phase, C)."""
-    n, h, w, c = x.shape
-    return (x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-            .reshape(n, h // 2, w // 2, 4 * c))
-
-
 def _kernel_grad(x: jax.Array, dy: jax.Array, form: str) -> jax.Array:
     """d/dK <_strided(x, K), dy>: x (N, H, W, C), dy (N, H/2, W/2, O) -> (4, 4, C, O).
 
@@ -120,24 +115,27 @@ def _kernel_grad(x: jax.Array, dy: jax.Array, form: str) -> jax.Array:
       * form 'conv': that correlation as one stride-1 'VALID' convolution of s by dy, the
         batch as its contracted feature dimension, (4C, 2, 2, O) out; it does exactly the
         multiplies needed. 1.1-1.7x faster than 'matmul' on XLA:CPU's Eigen path, 1.3-3x
-        slower on YNNPACK (benchmarks/NOTES.md, step 6);
+        slower on YNNPACK (benchmarks/NOTES.md, step 6). Its operand, s with the batch last,
+        comes from `_layout` (an XLA:CPU kernel where built; step 9);
       * form 'matmul': one matrix product per offset, shifting dy (zero-padded to s's grid,
         which multiplies zeros on its border) when dy is the smaller, otherwise taking s's
         2x2 patches (concatenating wide copies first costs more on XLA:CPU).
     """
     _, h, w, c = x.shape
     ho, wo, o = h // 2, w // 2, dy.shape[-1]
-    s = _space_to_depth(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
     offsets = [(a, b) for a in (0, 1) for b in (0, 1)]
     if 16 * c <= o:
+        s = _layout.padded_space_to_depth(x)
         patches = jnp.concatenate([s[:, a:a + ho, b:b + wo] for a, b in offsets], axis=-1)
         g = jnp.dot(dy.reshape(-1, o).T, patches.reshape(-1, 16 * c))
         g = g.reshape(o, 2, 2, 2, 2, c).transpose(1, 2, 0, 3, 4, 5)  # (a, b, o, rh, rw, c)
     elif form == "conv":
-        g = lax.conv_general_dilated(s, dy, (1, 1), "VALID",
-                                     dimension_numbers=("CHWN", "IHWO", "HWNC"))
+        # s with the batch last, (4C, H/2 + 1, W/2 + 1, N): the batch-major operand Eigen takes
+        g = lax.conv_general_dilated(_layout.padded_space_to_depth_t(x), dy, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "IHWO", "HWNC"))
         g = g.reshape(2, 2, 2, 2, c, o).transpose(0, 1, 5, 2, 3, 4)  # (a, b, o, rh, rw, c)
     else:
+        s = _layout.padded_space_to_depth(x)
         flat_s = s.reshape(-1, 4 * c)
         blocks = []  # (o, (rh, rw, c)) for each offset (a, b)
         for a, b in offsets:
@@ -191,6 +189,9 @@ def _up_bwd(kernel_grad, residuals, dy):
 
 up_conv.defvjp(_up_fwd, _up_bwd)
 
+
+# Whether the XLA:CPU layout kernel of the 'conv' kernel gradients was built and runs.
+fast_kernels_available = _layout.kernel_available
 
 CONV_IMPLS = ("custom_vjp", "xla")
 
