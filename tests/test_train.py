@@ -177,6 +177,54 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
             assert path.read_bytes() == data
 
 
+def _tiny_state(width):
+    run = build_run(tiny_config(**{"model.width": width}))
+    state = create_train_state(jax.random.key(3), run.generator, run.discriminator, run.g_tx,
+                               run.d_tx, data_shape=run.source.shape, latent_dim=run.latent_dim,
+                               num_classes=run.num_classes)
+    # distinct values in every leaf (Adam's zeros would hide a wrong offset)
+    return jax.tree.map(lambda x: x + np.arange(x.size, dtype=x.dtype).reshape(x.shape) % 7,
+                        state)
+
+
+def test_checkpoint_packs_leaves_by_dtype_restores_bits_and_names_another_layout(tmp_path):
+    """On disk: one flat array per dtype (the leaves in tree order, raveled: a NumPy
+    concatenation) and the JSON layout; restored: the same bits in the same structure; a
+    checkpoint of a state with other shapes: a CheckpointError naming the first leaf."""
+    import orbax.checkpoint as ocp
+    state = _tiny_state(32)
+    manager = checkpoint.make_manager(str(tmp_path), keep=2)
+    checkpoint.save(manager, state)
+    manager.wait_until_finished()
+    leaves = jax.tree_util.tree_leaves_with_path(state)
+    raw = manager.restore(int(state.step), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), layout=ocp.args.JsonRestore()))
+    dtypes = sorted({np.dtype(x.dtype).name for _, x in leaves})
+    assert sorted(raw["state"]) == dtypes
+    for dtype in dtypes:
+        expected = np.concatenate([np.ravel(x) for _, x in leaves if np.dtype(x.dtype).name == dtype])
+        np.testing.assert_array_equal(np.asarray(raw["state"][dtype]), expected)
+    assert [(e["path"], tuple(e["shape"]), e["dtype"]) for e in raw["layout"]] == [
+        (jax.tree_util.keystr(p), x.shape, np.dtype(x.dtype).name) for p, x in leaves]
+    restored = checkpoint.restore_latest(manager, jax.tree.map(jax.numpy.zeros_like, state))
+    assert jax.tree.structure(restored) == jax.tree.structure(state)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"holds a state of another layout \(\.g_params.*stored \[.*\] "
+                             r"float32, this run \[.*\] float32\)"):
+        checkpoint.restore_latest(manager, _tiny_state(16))
+    manager.close()
+    old_format = checkpoint.make_manager(str(tmp_path / "old"), keep=2)
+    old_format.save(1, args=ocp.args.StandardSave(state), force=True)  # one array per leaf
+    old_format.wait_until_finished()
+    with pytest.raises(checkpoint.CheckpointError, match=r"step 1 .* one Orbax array per leaf, "
+                                                         r"the format before the packed one"):
+        checkpoint.restore_latest(old_format, state)
+    old_format.close()
+
+
 # ---- the real CLI ----
 
 def _cli(*args, check=True, devices=1, **kwargs):
