@@ -155,12 +155,9 @@ def _config(**overrides):
 
 def _checkpoint(workdir, step, like):
     """The checkpoint of `step` in workdir, restored like `like`, on the host."""
-    import orbax.checkpoint as ocp
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                            like)
     manager = checkpoint.make_manager(workdir, keep=3, read_only=True)
     try:
-        return jax.device_get(manager.restore(step, args=ocp.args.StandardRestore(abstract)))
+        return jax.device_get(checkpoint.restore(manager, step, like))
     finally:
         manager.close()
 

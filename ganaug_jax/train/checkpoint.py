@@ -77,8 +77,11 @@ def restore_latest(manager: ocp.CheckpointManager, like: TrainState):
     """The latest checkpoint restored into the structure, shapes and shardings of `like` (a
     TrainState of arrays or of jax.ShapeDtypeStructs), or None when there is none."""
     step = manager.latest_step()
-    if step is None:
-        return None
+    return None if step is None else restore(manager, step, like)
+
+
+def restore(manager: ocp.CheckpointManager, step: int, like: TrainState):
+    """The checkpoint of `step` restored like `like` (as restore_latest)."""
     where = f"checkpoint at step {step} in {manager.directory}"
     if (pathlib.Path(manager.directory) / str(step) / "default").exists():
         raise CheckpointError(f"{where} has one Orbax array per leaf, the format before the "
