@@ -62,9 +62,12 @@ def _abstract(x, *, kernel):
     return jax.core.ShapedArray(_output_shape(x.shape), x.dtype)
 
 
+_bind_jitted = jax.jit(lambda x, kernel: _p.bind(x, kernel=kernel), static_argnames="kernel")
+
+
 @_p.def_impl
 def _eager(x, *, kernel):
-    return jax.jit(functools.partial(_p.bind, kernel=kernel))(x)
+    return _bind_jitted(x, kernel=kernel)  # one compilation per shape, not per call
 
 
 def _batched(args, dims, *, kernel):

@@ -20,7 +20,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <vector>
+#include <memory>
 
 #if defined(__SSE2__)
 #include <xmmintrin.h>
@@ -101,7 +101,8 @@ void PaddedSpaceToDepth(ffi::ThreadPool& pool, const T* in, int64_t n, int64_t h
   const int64_t plane = hp * wp * n;  // one (phase, channel) slice of the output
   // Item (phase, i): row i of the C output planes of phase (rh, rw).
   ganaug::ParallelFor(pool, 4 * hp, [&](int64_t item) {
-    std::vector<T> block(n * c);
+    // uninitialised: Transpose overwrites all of it before reading
+    std::unique_ptr<T[]> block(new T[n * c]);
     const int64_t phase = item / hp, i = item % hp;
     const int64_t rh = phase / 2, rw = phase % 2;
     const int64_t y = 2 * i + rh - 1;
@@ -111,7 +112,7 @@ void PaddedSpaceToDepth(ffi::ThreadPool& pool, const T* in, int64_t n, int64_t h
       if (y < 0 || y >= h || col < 0 || col >= w) {
         for (int64_t k = 0; k < c; ++k) std::memset(rows + k * plane + j * n, 0, n * sizeof(T));
       } else {
-        Transpose(in + (y * w + col) * c, h * w * c, n, c, block.data(), rows + j * n, plane);
+        Transpose(in + (y * w + col) * c, h * w * c, n, c, block.get(), rows + j * n, plane);
       }
     }
   });
