@@ -46,6 +46,16 @@ def test_every_random_function_takes_key_first_and_keyword_only_defaults():
                 assert param.kind == inspect.Parameter.KEYWORD_ONLY, (name, param.name)
 
 
+def test_every_public_function_has_keyword_only_defaults():
+    functions = {name: getattr(A, name) for name in A.__all__
+                 if inspect.isfunction(getattr(A, name))}
+    assert len(functions) == 48  # a new public function must be checked here too
+    for name, fn in functions.items():
+        for param in inspect.signature(fn).parameters.values():
+            if param.default is not inspect.Parameter.empty:
+                assert param.kind == inspect.Parameter.KEYWORD_ONLY, (name, param.name)
+
+
 def test_deterministic_ops_have_keyword_only_defaults_and_a_random_twin():
     for name in DETERMINISTIC:
         fn = getattr(A, name)
@@ -312,28 +322,62 @@ def test_gradients_wrt_images_are_finite(name, rgb_batch):
     assert np.abs(np.asarray(grad)).sum() > 0
 
 
+# Every deterministic op with per-sample parameters made from v, (N,) in [0.5, 1.5].
+OPS_OF_V = {
+    "flip_left_right": lambda x, v: A.flip_left_right(x, v > 1),
+    "flip_up_down": lambda x, v: A.flip_up_down(x, v > 1),
+    "rot90": lambda x, v: A.rot90(x, jnp.arange(x.shape[0]) % 4),
+    "translate": lambda x, v: A.translate(x, v, -v),
+    "rotate": lambda x, v: A.rotate(x, 30 * v),
+    "scale": lambda x, v: A.scale(x, v),
+    "anisotropic_scale": lambda x, v: A.anisotropic_scale(x, v, 1 / v),
+    "shear": lambda x, v: A.shear(x, v - 1, 1 - v),
+    "affine_transform": lambda x, v: A.affine_transform(
+        x, jnp.eye(3).at[0, 1].set(0.2).at[1, 2].set(1.5) * jnp.ones((x.shape[0], 1, 1))
+        + jnp.zeros((3, 3)).at[0, 0].set(1.0) * (v - 1)[:, None, None]),
+    "crop_and_resize": lambda x, v: A.crop_and_resize(
+        x, jnp.stack([v * 0.1, v * 0.2, v * 0.5, v * 0.5], 1)),
+    "cutout": lambda x, v: A.cutout(x, v / 2, v / 2, v / 3, v / 3),
+    "adjust_brightness": lambda x, v: A.adjust_brightness(x, v),
+    "adjust_contrast": lambda x, v: A.adjust_contrast(x, v),
+    "adjust_saturation": lambda x, v: A.adjust_saturation(x, v),
+    "adjust_hue": lambda x, v: A.adjust_hue(x, 90 * v),
+    "adjust_gamma": lambda x, v: A.adjust_gamma(x, v),
+    "grayscale": lambda x, v: A.grayscale(x, v > 1),
+    "luma_flip": lambda x, v: A.luma_flip(x, v > 1),
+    "gaussian_noise": lambda x, v: A.gaussian_noise(x, jnp.cos(x * 7.0), v),
+    "gaussian_blur": lambda x, v: A.gaussian_blur(x, v, radius=3),
+}
+
+
+def test_every_deterministic_op_is_in_the_table():
+    assert sorted(OPS_OF_V) == sorted(DETERMINISTIC)
+
+
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_every_op_jit_equals_eager(name, rgb_batch):
+    v = jnp.linspace(0.5, 1.5, rgb_batch.shape[0])
+    eager = OPS_OF_V[name](jnp.asarray(rgb_batch), v)
+    jitted = jax.jit(OPS_OF_V[name])(rgb_batch, v)
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_every_op_vmap_equals_loop(name, rgb_batch):
+    groups = jnp.stack([rgb_batch, rgb_batch[::-1], rgb_batch * 0.5])
+    vs = jnp.stack([jnp.linspace(0.5, 1.5, 4), jnp.linspace(1.5, 0.5, 4), jnp.full(4, 1.2)])
+    batched = jax.vmap(OPS_OF_V[name])(groups, vs)
+    for i in range(3):
+        single = OPS_OF_V[name](groups[i], vs[i])
+        np.testing.assert_allclose(np.asarray(batched[i]), np.asarray(single), rtol=0, atol=2e-6)
+
+
 def test_gradients_through_every_deterministic_op_are_finite(digits_batch):
     x = jnp.asarray(digits_batch)  # contains exact -1 (black), where gamma's u = 0
-    n = x.shape[0]
-    v = jnp.linspace(0.5, 1.5, n)
-    ops = {
-        "flip_left_right": lambda x: A.flip_left_right(x, v > 1), "rot90": lambda x: A.rot90(x, jnp.arange(n)),
-        "flip_up_down": lambda x: A.flip_up_down(x, v > 1),
-        "translate": lambda x: A.translate(x, v, -v), "rotate": lambda x: A.rotate(x, 30 * v),
-        "scale": lambda x: A.scale(x, v), "anisotropic_scale": lambda x: A.anisotropic_scale(x, v, 1 / v),
-        "shear": lambda x: A.shear(x, v - 1, 1 - v), "affine_transform": lambda x: A.affine_transform(x, jnp.eye(3)),
-        "crop_and_resize": lambda x: A.crop_and_resize(x, jnp.stack([v * 0.1, v * 0.2, v * 0.5, v * 0.5], 1)),
-        "cutout": lambda x: A.cutout(x, v / 2, v / 2, v / 3, v / 3),
-        "adjust_brightness": lambda x: A.adjust_brightness(x, v), "adjust_contrast": lambda x: A.adjust_contrast(x, v),
-        "adjust_saturation": lambda x: A.adjust_saturation(x, v), "adjust_hue": lambda x: A.adjust_hue(x, 90 * v),
-        "adjust_gamma": lambda x: A.adjust_gamma(x, v), "grayscale": lambda x: A.grayscale(x, v > 1),
-        "luma_flip": lambda x: A.luma_flip(x, v > 1), "gaussian_noise": lambda x: A.gaussian_noise(x, jnp.ones_like(x), v),
-        "gaussian_blur": lambda x: A.gaussian_blur(x, v, radius=3),
-    }
-    assert sorted(ops) == sorted(DETERMINISTIC)
+    v = jnp.linspace(0.5, 1.5, x.shape[0])
     weights = jax.random.normal(jax.random.key(0), x.shape)
-    for name, fn in ops.items():
-        grad = jax.grad(lambda x: jnp.sum(fn(x) * weights))(x)
+    for name, fn in OPS_OF_V.items():
+        grad = jax.grad(lambda x: jnp.sum(fn(x, v) * weights))(x)
         assert np.isfinite(np.asarray(grad)).all(), name
 
 
@@ -392,7 +436,7 @@ def test_sharded_batch_matches_unsharded_and_stays_sharded(rgb_batch):
 
 def test_ada_controller_matches_hand_computation():
     update = jax.jit(A.make_ada_update(target=0.6, speed_images=1000, interval=2))
-    state = A.ada_init(0.5)
+    state = A.ada_init(p=0.5)
     logits = [jnp.array([1.0, 2.0, -1.0, 3.0]), jnp.array([1.0, 1.0, 1.0, -2.0])]
     state = update(state, logits[0])
     assert float(state.p) == 0.5 and int(state.calls) == 1  # no adjustment before `interval`
@@ -422,7 +466,7 @@ def test_diffaugment_translation_is_whole_pixels_within_an_eighth():
     n, size = 512, 32
     ramp = np.broadcast_to(np.arange(size, dtype=np.float32)[None, None, :, None], (n, size, size, 1))
     ramp = ramp / size
-    out = np.asarray(A.diffaugment("translation")(jax.random.key(0), ramp, 1.0))
+    out = np.asarray(A.diffaugment(policy="translation")(jax.random.key(0), ramp, 1.0))
     centre = out[:, size // 2, size // 2, 0] * size  # original column seen at the centre
     shifts = size // 2 - np.round(centre)
     assert np.allclose(centre, np.round(centre), atol=1e-4)  # whole pixels, no interpolation
@@ -431,7 +475,7 @@ def test_diffaugment_translation_is_whole_pixels_within_an_eighth():
 
 def test_diffaugment_cutout_zeroes_half_size_squares():
     images = np.ones((64, 16, 16, 1), np.float32)
-    out = np.asarray(A.diffaugment("cutout")(jax.random.key(0), images, 1.0))
+    out = np.asarray(A.diffaugment(policy="cutout")(jax.random.key(0), images, 1.0))
     zeroed = (out == 0).sum(axis=(1, 2, 3))
     assert zeroed.max() == 64 and zeroed.min() >= 16  # 8x8 boxes, clipped at the borders
 

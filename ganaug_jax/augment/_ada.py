@@ -21,7 +21,7 @@ class AdaState(NamedTuple):
     calls: jax.Array
 
 
-def ada_init(p: float = 0.0) -> AdaState:
+def ada_init(*, p: float = 0.0) -> AdaState:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p must be in [0, 1], got {p}")
     def zero():  # separate buffers: the state is donated to the training step

@@ -68,7 +68,7 @@ def _split(spec: str, name: str) -> list:
     return parts
 
 
-def diffaugment(policy: str = "color,translation,cutout") -> Pipeline:
+def diffaugment(*, policy: str = "color,translation,cutout") -> Pipeline:
     """DiffAugment pipeline for a comma-separated policy of 'color', 'translation', 'cutout'."""
     ops = []
     for part in _split(policy, "policy"):
@@ -79,7 +79,7 @@ def diffaugment(policy: str = "color,translation,cutout") -> Pipeline:
     return make_pipeline(ops, border="constant", interpolation="bilinear", fill=0.0)
 
 
-def ada(pipes: str = "bgc") -> Pipeline:
+def ada(*, pipes: str = "bgc") -> Pipeline:
     """StyleGAN2-ADA pipeline: a shorthand ('bgc', 'bgcfnc', ...) or comma-separated pipe names
     from 'blit', 'geom', 'color', 'filter', 'noise', 'cutout'."""
     names = ADA_SHORTHANDS.get(pipes) or _split(pipes, "pipes")
@@ -96,7 +96,7 @@ def preset(name: str) -> Pipeline:
     """A pipeline from 'diffaugment:POLICY' (e.g. 'diffaugment:color,translation') or 'ada:PIPES'."""
     family, _, spec = name.partition(":")
     if family == "diffaugment":
-        return diffaugment(spec or "color,translation,cutout")
+        return diffaugment(policy=spec or "color,translation,cutout")
     if family == "ada":
-        return ada(spec or "bgc")
+        return ada(pipes=spec or "bgc")
     raise ValueError(f"unknown preset {name!r}; expected 'diffaugment:POLICY' or 'ada:PIPES'")

@@ -79,9 +79,9 @@ def build_step(config: ml_collections.ConfigDict, run: Run):
     a = config.augment
     pipeline, ada_update, fixed_p = None, None, 1.0
     if a.kind == "diffaugment":
-        pipeline = aug.diffaugment(a.policy)
+        pipeline = aug.diffaugment(policy=a.policy)
     elif a.kind == "ada":
-        pipeline = aug.ada(a.ada_pipes)
+        pipeline = aug.ada(pipes=a.ada_pipes)
         if a.ada_fixed_p >= 0:
             fixed_p = a.ada_fixed_p
         else:

@@ -44,7 +44,7 @@ def _init_state(key: jax.Array, *, generator, discriminator, g_tx, d_tx, data_sh
         g_params=g_params, g_stats=g_stats, d_params=d_params, d_stats=d_stats,
         ema_params=jax.tree.map(jnp.copy, g_params),
         g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params),
-        ada=ada_init(ada_initial_p))
+        ada=ada_init(p=ada_initial_p))
 
 
 @functools.lru_cache(maxsize=16)  # compiled initialisers by (models, optimizers, shapes, placement)
