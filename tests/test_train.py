@@ -143,6 +143,31 @@ def test_train_writes_outputs_and_generate_is_batch_independent(tmp_path):
     np.testing.assert_array_equal(only_three["y"], [3, 3, 3, 3])
 
 
+def test_metrics_are_fetched_one_step_late(tmp_path, monkeypatch):
+    """A log step's metrics are read only after the next step is dispatched, so the host never
+    waits for the device with nothing queued; the last step's are read after the loop."""
+    from ganaug_jax.train import outputs
+    events = []
+    shard_step, write = sharding.shard_step, outputs.MetricsLog.write
+
+    def recording_shard_step(*args, **kwargs):
+        step_fn = shard_step(*args, **kwargs)
+
+        def step(state, batch):
+            events.append("step")
+            return step_fn(state, batch)
+        return step
+
+    def recording_write(self, step, scalars):
+        events.append(step)
+        return write(self, step, scalars)
+    monkeypatch.setattr(sharding, "shard_step", recording_shard_step)
+    monkeypatch.setattr(outputs.MetricsLog, "write", recording_write)
+    train_and_evaluate(tiny_config(num_steps=6, log_every=2, checkpoint_every=3),
+                       str(tmp_path / "run"), progress=False)
+    assert events == ["step"] * 3 + [2] + ["step"] * 2 + [4, "step", 6]
+
+
 def test_resume_with_a_different_config_lists_the_keys(tmp_path):
     workdir = str(tmp_path / "run")
     train_and_evaluate(tiny_config(num_steps=2, checkpoint_every=2), workdir, progress=False)
@@ -254,10 +279,10 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
                                 str(interrupted)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    # Kill once a checkpoint (step 10 or 20) is committed, mid-run.
+    # Kill once a checkpoint before the last (step 10, 20 or 30 of 40) is committed, mid-run.
     while time.time() < deadline and process.poll() is None:
         steps = [p.name for p in (interrupted / "checkpoints").glob("[0-9]*")] if (interrupted / "checkpoints").exists() else []
-        if any(s in ("10", "20") for s in steps):
+        if any(s in ("10", "20", "30") for s in steps):
             process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.02)

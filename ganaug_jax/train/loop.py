@@ -127,7 +127,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     images_per_step = config.batch_size * config.optim.n_critic
     bar = _progress(start, config.num_steps, progress and primary)
     pending = None  # metrics of the previous step, fetched one step late
+    to_log = None  # (step, metrics) of a log step, fetched once the next step is dispatched
     last_time, last_step = time.perf_counter(), start
+
+    def write_log(done, metrics):
+        nonlocal last_time, last_step
+        scalars = jax.device_get(metrics)
+        now = time.perf_counter()
+        rate = (done - last_step) * images_per_step / max(now - last_time, 1e-9)
+        last_time, last_step = now, done
+        if log is not None:
+            log.write(done, dict(scalars, images_per_sec=rate))
+        bar.update(done, rate, scalars)
     try:
         if config.data.placement == "host":  # resuming at step s starts the stream at s
             stream = HostStream(data_key, run.source.arrays,
@@ -137,6 +148,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
         for step in range(start, config.num_steps):
             batch = stream.batch(step) if stream is not None else batch_fn(data_key, step, arrays)
             state, metrics = step_fn(state, batch)
+            if to_log is not None:  # the device is busy with this step meanwhile
+                write_log(*to_log)
+                to_log = None
             if pending is not None:
                 _check_finite(*pending)
             pending = (step, metrics)
@@ -146,15 +160,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
                 _check_finite(*pending)
                 checkpoint.save(manager, state)
             if done % config.log_every == 0 or done == config.num_steps:
-                scalars = jax.device_get(metrics)
-                now = time.perf_counter()
-                rate = (done - last_step) * images_per_step / max(now - last_time, 1e-9)
-                last_time, last_step = now, done
-                if log is not None:
-                    log.write(done, dict(scalars, images_per_sec=rate))
-                bar.update(done, rate, scalars)
+                to_log = (done, metrics)
             if config.sample_every and done % config.sample_every == 0 or done == config.num_steps:
                 _write_samples(path / f"samples_{done:07d}.png", run, state, config, latents)
+        if to_log is not None:
+            write_log(*to_log)
         if pending is not None:
             _check_finite(*pending)
     finally:

@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import secrets
+import time
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -57,9 +58,10 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(row + "\n" for row in rows))
 
     def write(self, step: int, scalars: dict) -> None:
+        """One row: the step, the scalars, and `wall_time` (Unix seconds, in the JSON only)."""
         row = {"step": step, **{k: float(v) for k, v in scalars.items()}}
         with open(self.path, "a") as f:  # one short line: appended whole
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(dict(row, wall_time=time.time())) + "\n")
         for name, value in row.items():
             if name != "step":
                 self.tensorboard.add_scalar(name, value, step)
