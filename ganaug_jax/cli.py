@@ -158,11 +158,10 @@ def _bench(args, overrides) -> int:
     # torch's OpenMP workers spin after each parallel region by default, stealing the cores
     # from the JAX code timed next in the same process; passive waiting keeps the run fair.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from ganaug_jax.bench import generate, scaling, train_step
+    from ganaug_jax.bench import common, generate, scaling, train_step
     if overrides:
         raise ValueError(f"ganaug bench takes no --config overrides, got {overrides}")
-    if args.reps < 5:
-        raise ValueError(f"--reps must be >= 5 (PROTOCOLS.md section 4), got {args.reps}")
+    common.check_reps(args.reps, "--reps")
     suites = list(BENCH_SUITES) if args.suite == "all" else [args.suite]
     if args.chart and len(suites) > 1:
         raise ValueError("--chart names one suite's chart; with --suite all each suite's chart "

@@ -226,6 +226,7 @@ def bench_shape(shape, reps, slow_s, torch_compile):
 def run(*, shapes=SHAPES, reps: int = 7, json_path: str | None = None, quick: bool = False,
         slow_s: float = 60.0, torch_compile: bool = False, chart: str | None = None) -> list:
     """Benchmarks every shape; prints JSON lines and the markdown table; returns the rows."""
+    common.check_reps(reps)
     shapes = list(shapes)
     if quick:
         reps, shapes = 5, shapes[:1]

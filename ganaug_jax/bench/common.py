@@ -20,6 +20,13 @@ import ganaug_jax
 MIN_REPS = 5
 
 
+def check_reps(reps: int, name: str = "reps") -> None:
+    """PROTOCOLS.md section 4: a median of at least MIN_REPS timed repetitions."""
+    if reps < MIN_REPS:
+        raise ValueError(f"{name} must be >= {MIN_REPS} (PROTOCOLS.md section 4: the median of "
+                         f"at least {MIN_REPS} timed repetitions), got {reps}")
+
+
 def environment() -> dict:
     """Device kind and count, versions and the date: the fields every JSON line carries."""
     device = jax.devices()[0]
@@ -52,8 +59,7 @@ def time_interleaved(runners: dict[str, Callable[[], None]], reps: int) -> dict[
     """Median wall seconds of each runner over `reps` repetitions, interleaved (rep 1: every
     runner once, rep 2: ...) so that on a shared machine all see the same conditions. Each
     runner must block until its results are ready (`jax.block_until_ready`)."""
-    if reps < MIN_REPS:
-        raise ValueError(f"reps must be >= {MIN_REPS} (PROTOCOLS.md section 4), got {reps}")
+    check_reps(reps)
     times = {name: [] for name in runners}
     for _ in range(reps):
         for name, run in runners.items():

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from ganaug_jax.bench import common
-from ganaug_jax.bench.train_step import TrainConfig
+from ganaug_jax.bench.train_step import TrainConfig, model_fields
 
 MODEL = TrainConfig("32x32x3 w64 cond", 32, 3, 64, 0, num_classes=10)
 BATCHES = (16, 64, 256, 1024)
@@ -47,6 +47,7 @@ def make_run_state(c: TrainConfig = MODEL):
 
 def run(*, batches=BATCHES, num: int = 2048, export_num: int = 1000, reps: int = 5,
         json_path: str | None = None, chart: str | None = None) -> list[dict]:
+    common.check_reps(reps)
     from ganaug_jax.data import exports
     from ganaug_jax.train.generate import generate
     env = common.environment()
@@ -63,7 +64,7 @@ def run(*, batches=BATCHES, num: int = 2048, export_num: int = 1000, reps: int =
     for b in batches:
         s = seconds[str(b)]
         rows.append({"suite": "generate", "what": "sample", "batch": b, "num": num,
-                     "dtype": "float32", "model": MODEL.name, "median_s": s,
+                     **model_fields(MODEL), "model": MODEL.name, "median_s": s,
                      "samples_per_s": num / s, "compile_s": compile_s[b], "reps": reps, **env})
 
     samples = generate(g_run, state, num=export_num, seed=2, batch_size=256)

@@ -16,14 +16,14 @@ import sys
 import jax
 
 from ganaug_jax.bench import common
-from ganaug_jax.bench.train_step import CONFIGS, ganaug_runner
+from ganaug_jax.bench.train_step import CONFIGS, TrainConfig, ganaug_runner, model_fields
 
 COUNTS = (1, 2, 4, 8)
 
 
-def measure(counts=COUNTS, per_device_batch: int = 16, reps: int = 5, iters: int = 2) -> list:
+def measure(counts=COUNTS, per_device_batch: int = 16, reps: int = 5, iters: int = 2, *,
+            base: TrainConfig = CONFIGS[0]) -> list:
     from ganaug_jax.train import sharding
-    base = CONFIGS[0]
     env = common.environment()
     rows = []
     for d in counts:
@@ -35,7 +35,8 @@ def measure(counts=COUNTS, per_device_batch: int = 16, reps: int = 5, iters: int
                   {"sharded": many, "one": one}.items()}
         t = {k: v / iters for k, v in common.time_interleaved(looped, reps).items()}
         rows.append({"suite": "scaling", "config": base.name, "devices": d,
-                     "per_device_batch": per_device_batch, "global_batch": c.batch,
+                     **model_fields(c), "per_device_batch": per_device_batch,
+                     "global_batch": c.batch,
                      "median_s_per_iter": t["sharded"], "images_per_s": c.batch / t["sharded"],
                      "images_per_s_per_device": c.batch / t["sharded"] / d,
                      "one_device_same_batch_s": t["one"],
@@ -44,13 +45,16 @@ def measure(counts=COUNTS, per_device_batch: int = 16, reps: int = 5, iters: int
     return rows
 
 
-def run(*, counts=COUNTS, per_device_batch: int = 16, reps: int = 5,
+def run(*, counts=COUNTS, per_device_batch: int = 16, reps: int = 5, base: TrainConfig = CONFIGS[0],
         json_path: str | None = None, chart: str | None = None) -> list[dict]:
+    common.check_reps(reps)
     if jax.device_count() >= max(counts):
-        rows = measure(counts, per_device_batch, reps)
+        rows = measure(counts, per_device_batch, reps, base=base)
     elif jax.devices()[0].platform == "cpu":
         code = ("import json; from ganaug_jax.bench import scaling; "
-                f"print(json.dumps(scaling.measure({tuple(counts)!r}, {per_device_batch}, {reps})))")
+                "from ganaug_jax.bench.train_step import TrainConfig; "
+                f"print(json.dumps(scaling.measure({tuple(counts)!r}, {per_device_batch}, {reps}, "
+                f"base=TrainConfig(**{dataclasses.asdict(base)!r}))))")
         env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " "
                    f"--xla_force_host_platform_device_count={max(counts)}").strip())
         out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
@@ -58,7 +62,7 @@ def run(*, counts=COUNTS, per_device_batch: int = 16, reps: int = 5,
         rows = json.loads(out.strip().splitlines()[-1])
     else:
         counts = tuple(d for d in counts if d <= jax.device_count())
-        rows = measure(counts, per_device_batch, reps)
+        rows = measure(counts, per_device_batch, reps, base=base)
     common.write_json_lines(rows, json_path)
     print("\n" + common.markdown_table(
         ["devices", "global batch", "img/s", "img/s per device", "overhead vs 1 device"],

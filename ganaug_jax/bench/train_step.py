@@ -10,8 +10,10 @@ config, jitted over the device mesh by `sharding.shard_step`, EMA generator incl
   * 'ganaug_jax xla convs' (--baseline): conv_impl 'xla', plain autodiff (before issue 5).
 Peers (when torch imports): PyTorch eager (NCHW), eager channels-last, torch.compile.
 Equal parameter counts are asserted. The ADA config runs the 'bgc' pipe with adaptive p in
-front of D for ganaug_jax; its PyTorch peer has no augmentation (there is no equivalent), so
-that row's ratio includes the augmentation's cost.
+front of D for ganaug_jax, p starting at ADA_P (0.5; at the config default 0.0 nearly every
+sample would pass through unchanged and the row would not show the augmentation's cost); its
+PyTorch peer has no augmentation (there is no equivalent), so that row's ratio includes the
+augmentation's cost.
 
 Model FLOPs per iteration (analytic, multiply-adds x 2, convolutions and dense layers):
 B * (3 F_G + 8 F_D) for per-image forward costs F_G, F_D: D update = forward and backward
@@ -43,7 +45,14 @@ class TrainConfig:
     latent_dim: int = 100
 
 
+def model_fields(c: TrainConfig, dtype: str = "float32") -> dict:
+    """The JSON fields naming a config's image shape, model and dtype (every row carries them)."""
+    return {"resolution": c.resolution, "channels": c.channels, "width": c.width,
+            "num_classes": c.num_classes, "dtype": dtype}
+
+
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
+ADA_P = 0.5  # the ADA config's initial augmentation probability
 CONFIGS = (
     TrainConfig("32x32x3 w64 b64", 32, 3, 64, 64),
     TrainConfig("32x32x3 w64 b256", 32, 3, 64, 256),
@@ -96,6 +105,7 @@ def make_config(c: TrainConfig, **overrides):
     config.batch_size = c.batch
     if c.ada:
         config.augment.kind = "ada"
+        config.augment.ada_initial_p = ADA_P
     for key, value in overrides.items():
         section, leaf = key.split(".")
         config[section][leaf] = value
@@ -123,7 +133,8 @@ def ganaug_runner(c: TrainConfig, mesh=None, **overrides):
     sharding.check_batch_divisible(c.batch, mesh)
     state = create_train_state(jax.random.key(0), generator, discriminator, g_tx, d_tx,
                                data_shape=shape, latent_dim=m.latent_dim,
-                               num_classes=c.num_classes, sharding=sharding.replicated(mesh))
+                               num_classes=c.num_classes, sharding=sharding.replicated(mesh),
+                               ada_initial_p=config.augment.ada_initial_p)
     batch = {"x": jax.random.uniform(jax.random.key(1), (1, c.batch, *shape), jnp.float32,
                                      -1.0, 1.0)}
     if c.num_classes:
@@ -187,10 +198,10 @@ def bench_config(c: TrainConfig, *, reps: int, iters: int, peers: bool, torch_co
     rows = []
     for name, s in seconds.items():
         rows.append({
-            "suite": "train", "config": c.name, "runner": name, "resolution": c.resolution,
-            "channels": c.channels, "width": c.width, "batch": c.batch,
-            "num_classes": c.num_classes, "augment": "ada bgc" if c.ada else "none",
-            "dtype": "bfloat16" if bfloat16 else "float32", "reps": reps,
+            "suite": "train", "config": c.name, "runner": name, "batch": c.batch,
+            **model_fields(c, "bfloat16" if bfloat16 else "float32"),
+            "augment": "ada bgc" if c.ada else "none",
+            "augment_initial_p": ADA_P if c.ada else 0.0, "reps": reps,
             "iters_per_rep": iters, "median_s_per_iter": s, "images_per_s": c.batch / s,
             "compile_s": compile_s[name], "params_g": info[name]["params"][0],
             "params_d": info[name]["params"][1], "model_flops_per_iter": flops,
@@ -233,6 +244,7 @@ def run(*, configs=CONFIGS, reps: int = 7, iters: int = 2, peers: bool = True,
         torch_compile: bool = True, baseline: bool = True, bfloat16: bool = False,
         json_path: str | None = None, chart: str | None = None) -> list[dict]:
     """Benchmarks every config; prints JSON lines and a markdown table; returns the rows."""
+    common.check_reps(reps)
     peak = common.matmul_peak_flops()
     env = common.environment()
     print(f"# train suite: device_kind={env['device_kind']} device_count={env['device_count']} "
@@ -262,8 +274,11 @@ def loop_efficiency(c: TrainConfig = CONFIGS[0], *, steps: int = 60, log_every: 
     """`train_and_evaluate` (metrics fetched one step late, async checkpoints every
     `checkpoint_every` steps, batches gathered on device) vs the bare jitted step at the same
     config. The bare step is timed (median of `reps`) before the first loop run and after each
-    of `runs` loop runs; the loop's images/sec is the median over every run's log intervals
-    after the first (which holds compilation), the bare step's the mean of its timings."""
+    of `runs` loop runs. A loop run's images/sec counts every image trained after its first
+    log row (the first interval holds compilation) over the wall time from that row until
+    `train_and_evaluate` returns (the final checkpoint written and every file closed); the
+    loop's rate is the median over runs, the bare step's the mean of its timings."""
+    import time
     import json
     import shutil
     import tempfile
@@ -283,20 +298,25 @@ def loop_efficiency(c: TrainConfig = CONFIGS[0], *, steps: int = 60, log_every: 
                                    "data.channels": c.channels})
         config.num_steps, config.log_every = steps, log_every
         config.checkpoint_every, config.sample_every = checkpoint_every, 0
-        rates = []
+        run_rates, rates = [], []
         for i in range(runs):
             train_and_evaluate(config, str(root / f"run{i}"), progress=False)
+            end = time.time()
             bare.append(common.time_interleaved({"step": bare_run}, reps)["step"])
-            rates += [json.loads(line)["images_per_sec"] for line in
-                      (root / f"run{i}" / "metrics.jsonl").read_text().splitlines()][1:]
+            logged = [json.loads(line) for line in
+                      (root / f"run{i}" / "metrics.jsonl").read_text().splitlines()]
+            images = (steps - logged[0]["step"]) * config.batch_size * config.optim.n_critic
+            run_rates.append(images / (end - logged[0]["wall_time"]))
+            rates += [row["images_per_sec"] for row in logged[1:]]
     finally:
         shutil.rmtree(root, ignore_errors=True)
     bare_rate = c.batch / float(np.mean(bare))
-    loop_rate = float(np.median(rates))
-    row = {"suite": "train", "what": "loop efficiency", "config": c.name, "steps": steps,
+    loop_rate = float(np.median(run_rates))
+    row = {"suite": "train", "what": "loop efficiency", "config": c.name, "batch": c.batch,
+           **model_fields(c), "steps": steps,
            "runs": runs, "log_every": log_every, "checkpoint_every": checkpoint_every,
            "loop_images_per_s": loop_rate, "bare_step_images_per_s": bare_rate,
-           "loop_interval_images_per_s": rates,
+           "loop_images_per_s_each": run_rates, "loop_interval_images_per_s": rates,
            "bare_step_images_per_s_each": [c.batch / s for s in bare],
            "loop_fraction_of_bare": loop_rate / bare_rate, **common.environment()}
     common.write_json_lines([row], json_path)
