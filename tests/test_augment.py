@@ -499,7 +499,24 @@ def test_diffaugment_cutout_zeroes_half_size_squares():
     (lambda x: A.crop_and_resize(x, np.zeros((4, 3))), r"boxes must have shape \(N, 4\)"),
     (lambda x: A.random_rotate(jax.random.key(0), x, max_degrees=500), "max_degrees"),
     (lambda x: A.make_pipeline([]), "at least one op"),
+    (lambda x: A.random_brightness(0, x), r"key must be a PRNG key.*got int"),
+    (lambda x: A.preset("ada:bgc")(np.zeros(2, np.float32), x, 0.5), r"key must be a PRNG key"),
+    (lambda x: A.random_hue(jax.random.split(jax.random.key(0), 4), x), r"key must be a PRNG key"),
 ])
 def test_bad_input_raises_value_error_naming_the_argument(call, message, rgb_batch):
     with pytest.raises(ValueError, match=message):
         call(rgb_batch)
+
+
+def test_a_raw_uint32_key_gives_what_the_typed_key_gives(rgb_batch):
+    typed = A.preset("ada:bgc")(jax.random.key(3), rgb_batch, 0.8)
+    raw = A.preset("ada:bgc")(jax.random.PRNGKey(3), rgb_batch, 0.8)
+    np.testing.assert_array_equal(np.asarray(raw), np.asarray(typed))
+
+
+def test_a_traced_p_outside_0_1_is_clipped(rgb_batch):
+    pipe = jax.jit(A.preset("ada:bgc"))
+    key = jax.random.key(4)
+    np.testing.assert_array_equal(np.asarray(pipe(key, rgb_batch, 1.5)),
+                                  np.asarray(pipe(key, rgb_batch, 1.0)))
+    np.testing.assert_array_equal(np.asarray(pipe(key, rgb_batch, -0.5)), rgb_batch)

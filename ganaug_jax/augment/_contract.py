@@ -4,7 +4,9 @@ Images are batches in NHWC layout, shape (N, H, W, C) with H, W >= 2 and any C >
 (grayscale, RGB, multispectral), dtype float32 or bfloat16, values nominally in [-1, 1]
 (the GAN convention). Ops compute in float32 and return the input dtype. They are
 range-agnostic where the maths allows and never clip. Values are not checked (they may
-be traced); shapes, dtypes and concrete probabilities are checked before any compute.
+be traced); shapes, dtypes, keys and concrete probabilities are checked before any compute
+(a traced p, e.g. ADA's inside a jitted step, is clipped to [0, 1] instead). The layout is
+not guessed: an NCHW (4, 3, 8, 8) batch reads as H = 3, W = 8, C = 8.
 
 Coordinates: x is the column, y the row, in pixels, with pixel centres at integers.
 Geometric ops act about the image centre ((W - 1) / 2, (H - 1) / 2).
@@ -52,15 +54,30 @@ def check_param(value: Any, n: int, name: str, dtype=jnp.float32) -> jax.Array:
 
 
 def check_probability(p: Any, name: str = "p") -> jax.Array:
-    """Checks a scalar probability; a concrete value must lie in [0, 1]."""
+    """Checks a scalar probability: a concrete value must lie in [0, 1]; a traced one, which
+    cannot be checked, is clipped to [0, 1]."""
     p_arr = jnp.asarray(p, dtype=jnp.float32)
     if p_arr.ndim != 0:
         raise ValueError(f"{name} must be a scalar probability in [0, 1], got shape {p_arr.shape}")
-    if not isinstance(p_arr, jax.core.Tracer):
-        value = float(p_arr)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+    if isinstance(p_arr, jax.core.Tracer):
+        return jnp.clip(p_arr, 0.0, 1.0)
+    value = float(p_arr)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
     return p_arr
+
+
+def check_key(key: Any, name: str = "key") -> jax.Array:
+    """Checks a PRNG key: a scalar typed key (jax.random.key) or a raw uint32 key of shape (2,)
+    (jax.random.PRNGKey)."""
+    dtype = getattr(key, "dtype", None)
+    shape = getattr(key, "shape", None)
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    if (typed and shape == ()) or (dtype == jnp.uint32 and shape == (2,)):
+        return key
+    raise ValueError(f"{name} must be a PRNG key, jax.random.key(seed) (or the raw uint32 (2,) "
+                     f"of jax.random.PRNGKey(seed)), got "
+                     + (f"{dtype}{list(shape)}" if shape is not None else type(key).__name__))
 
 
 def check_choice(value: str, choices: tuple, name: str) -> str:

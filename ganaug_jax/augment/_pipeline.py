@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from ganaug_jax.augment import _colour, _resample, _warp
 from ganaug_jax.augment._contract import (BORDERS, INTERPOLATIONS, check_choice, check_images,
-                                          check_probability)
+                                          check_key, check_probability)
 from ganaug_jax.augment._specs import COLOUR, GEOMETRIC, Op, sample
 
 Pipeline = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
@@ -146,6 +146,7 @@ def make_pipeline(ops: Sequence[Op], *, border: str = "reflect",
     check_choice(interpolation, INTERPOLATIONS, "interpolation")
 
     def pipeline(key: jax.Array, images: jax.Array, p=1.0) -> jax.Array:
+        key = check_key(key)
         images = check_images(images)
         p = check_probability(p)
         drawn = sample(ops, key, images.shape, p)
