@@ -10,8 +10,13 @@ import ganaug_jax
 def _train(args, overrides) -> int:
     from ganaug_jax import config as config_lib
     from ganaug_jax.train.loop import train_and_evaluate
+    from ganaug_jax.train.distributed import is_primary
     config = config_lib.apply_overrides(config_lib.load_config(args.config), overrides)
-    train_and_evaluate(config, args.workdir, force=args.force, progress=not args.no_progress)
+    state = train_and_evaluate(config, args.workdir, force=args.force,
+                               progress=not args.no_progress)
+    if is_primary():  # one line even when the run was already complete (nothing to train)
+        print(f"{args.workdir}: step {int(state.step)} of {config.num_steps}; checkpoints, "
+              f"metrics.jsonl and samples are there")
     return 0
 
 
@@ -113,10 +118,12 @@ def _evaluate_options(args):
 
 def _evaluate(args, overrides) -> int:
     from ganaug_jax.evaluate import protocol
+    from ganaug_jax.train import outputs
     if overrides:
         raise ValueError(f"ganaug evaluate takes no --config overrides, got {overrides}")
     options = _evaluate_options(args)
     options.check()
+    outputs.ensure_writable_dir(args.out, "--out")  # before minutes of training classifiers
     report = protocol.evaluate_run(args.workdir, options, progress=print)
     out = protocol.write_report(report, args.out)
     print(protocol.markdown_table(report["summary"]))
@@ -127,7 +134,7 @@ def _evaluate(args, overrides) -> int:
 def _demo(args, overrides) -> int:
     from ganaug_jax.demo import run_demo
     run_demo(args.workdir, config_path=args.config, overrides=overrides,
-             options=_evaluate_options(args), progress=not args.no_progress)
+             options=_evaluate_options(args), progress=not args.no_progress, force=args.force)
     return 0
 
 
@@ -143,7 +150,8 @@ def _add_evaluate_flags(parser, *, seeds) -> None:
     parser.add_argument("--synthetic-fraction", type=float, default=0.5,
                         help="share of GAN samples in each mixed batch (default 0.5)")
     parser.add_argument("--synthetic-label-smoothing", type=float, default=0.7,
-                        help="label smoothing of the GAN samples in mixed batches (default 0.7)")
+                        help="label smoothing of the GAN samples in mixed batches, in [0, 1] "
+                             "(1: uniform targets; default 0.7)")
     parser.add_argument("--classifier-steps", type=int, default=None,
                         help="classifier training steps, the same for every arm "
                              "(default: downstream.ClassifierSpec's)")
@@ -300,20 +308,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(run=_evaluate)
 
     demo = commands.add_parser(
-        "demo", parents=[cache], help="train, generate and evaluate on low-data digits (about 5 minutes, 2 cores)",
+        "demo", parents=[cache], help="train, generate and evaluate on low-data digits (about 2 minutes, 2 cores)",
         description="The whole product on scikit-learn's digits with 10 real images per class: "
                     "train the conditional GAN, generate a balanced synthetic set, evaluate it "
                     "downstream, and write a report folder (WORKDIR/report/summary.md). Config "
                     "overrides work as in `ganaug train`, e.g. --config.data.per_class=5.")
     demo.add_argument("--workdir", default="runs/demo", help="default runs/demo")
     demo.add_argument("--config", default=None, help="default: configs/digits_lowdata.py")
+    demo.add_argument("--force", action="store_true",
+                      help="resume the GAN run in WORKDIR/gan even if the config differs")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_evaluate_flags(demo, seeds=[0, 1, 2])
     demo.set_defaults(run=_demo)
 
     bench = commands.add_parser(
         "bench", help="measure images/sec on this machine: augment, train, generate, scaling",
-        description="Run benchmark suites (PROTOCOLS.md section 4): print a table, write one JSON "
+        description="Run benchmark suites (medians of >= 5 interleaved repetitions after a "
+                    "warm-up, compile time reported apart, random inputs): print a table, write one JSON "
                     "line per measurement (device kind and count, versions, shapes, dtype) and "
                     "draw a PNG chart per suite. Compile times are cold: bench does not use the "
                     "persistent compilation cache. The train suite times PyTorch peers when torch "
@@ -333,9 +344,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_override_values(argv: list) -> list:
+    """'--config.KEY VALUE' -> '--config.KEY=VALUE' (argparse's two spellings of an option)."""
+    joined, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if (arg.startswith("--config.") and "=" not in arg and i + 1 < len(argv)
+                and not argv[i + 1].startswith("--")):
+            joined.append(f"{arg}={argv[i + 1]}")
+            i += 2
+        else:
+            joined.append(arg)
+            i += 1
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_override_values(list(sys.argv[1:] if argv is None else argv))
     overrides = [a[len("--config."):] for a in argv if a.startswith("--config.")]
     args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
     if args.command is None:

@@ -41,6 +41,9 @@ def load_config(path: str) -> ml_collections.ConfigDict:
     file = pathlib.Path(path)
     if not file.is_file():
         raise ValueError(f"--config: no such config file {path!r}")
+    if file.suffix != ".py":
+        raise ValueError(f"--config: {path!r} is not a Python config file (a .py file defining "
+                         "get_config(), e.g. configs/default.py)")
     spec = importlib.util.spec_from_file_location(f"ganaug_config_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
     # Variants import their base as `from configs import default`: make the folder that holds
@@ -203,3 +206,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError("config key 'loss.real_label' must be 1.0 with loss.name 'wgan' or 'hinge'")
     if flat["augment.kind"] != "none" and flat["model.architecture"] != "dcgan":
         raise ValueError("config key 'augment.kind' needs image data (model.architecture 'dcgan')")
+    if flat["augment.kind"] != "none":  # build the pipeline once: it names what it cannot parse
+        from ganaug_jax import augment
+        key, build = (("augment.policy", lambda spec: augment.diffaugment(policy=spec))
+                      if flat["augment.kind"] == "diffaugment" else
+                      ("augment.ada_pipes", lambda spec: augment.ada(pipes=spec)))
+        try:
+            build(flat[key])
+        except ValueError as error:
+            raise ValueError(f"config key {key!r}: {error}") from None

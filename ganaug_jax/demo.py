@@ -39,9 +39,10 @@ def _sample_grid(real: dict, synthetic: dict, num_classes: int, per_row: int = 1
 
 def run_demo(workdir: str, *, config_path: str | None = None, overrides: list = (),
              options: protocol.EvaluateOptions = protocol.EvaluateOptions(seeds=(0, 1, 2)),
-             progress: bool = True, log=print) -> pathlib.Path:
+             progress: bool = True, force: bool = False, log=print) -> pathlib.Path:
     """Runs the demo into workdir (the GAN run in workdir/gan, the report in workdir/report,
-    resumable); returns the report folder."""
+    resumable; `force` resumes a GAN run made with another config); returns the report
+    folder."""
     options.check()
     path = pathlib.Path(config_path) if config_path else DEFAULT_CONFIG
     config = config_lib.apply_overrides(config_lib.load_config(str(path)), list(overrides))
@@ -49,7 +50,7 @@ def run_demo(workdir: str, *, config_path: str | None = None, overrides: list = 
     gan_dir, report_dir = root / "gan", root / "report"
     log(f"[1/4] training the conditional GAN on {config.data.per_class or 'all'} real images "
         f"per class ({config.data.source}, {config.num_steps} steps) in {gan_dir}")
-    train_and_evaluate(config, str(gan_dir), progress=progress)
+    train_and_evaluate(config, str(gan_dir), progress=progress, force=force)
 
     log(f"[2/4] generating {options.synthetic_per_class} samples per class")
     _, run, state = load_run_state(str(gan_dir))

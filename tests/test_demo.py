@@ -67,7 +67,7 @@ def test_evaluate_on_the_demo_run_matches_the_demo(demo_dir, tmp_path):
     (["--arms", "real", "nonsense"], "--arms must be a subset"),
     (["--synthetic-fraction", "1.5"], "--synthetic-fraction must be in (0, 1)"),
     (["--synthetic-per-class", "0"], "--synthetic-per-class must be >= 1"),
-    (["--synthetic-label-smoothing", "1"], "--synthetic-label-smoothing must be in [0, 1)"),
+    (["--synthetic-label-smoothing", "1.5"], "--synthetic-label-smoothing must be in [0, 1]"),
     (["--classifier-steps", "0"], "--classifier-steps must be >= 1"),
     (["--domain-classifier-steps", "-2"], "--domain-classifier-steps must be >= 1"),
 ])
@@ -117,3 +117,14 @@ def test_cli_defaults_are_the_protocol_defaults(command):
     assert args.synthetic_per_class == defaults.synthetic_per_class
     assert args.synthetic_fraction == defaults.synthetic_fraction
     assert args.synthetic_label_smoothing == defaults.synthetic_label_smoothing
+
+
+def test_demo_with_another_config_needs_force_and_takes_it(demo_dir, tmp_path, capsys):
+    import shutil
+    workdir = tmp_path / "run"
+    shutil.copytree(demo_dir, workdir)
+    changed = [*TINY, "--config.optim.g_lr=0.001"]
+    assert cli.main(["demo", "--workdir", str(workdir), *changed]) == 2
+    assert "or --force to resume anyway" in capsys.readouterr().err
+    assert cli.main(["demo", "--workdir", str(workdir), *changed, "--force"]) == 0
+    assert (workdir / "report" / "report.json").exists()

@@ -206,7 +206,7 @@ def test_cross_entropy_smooths_only_the_synthetic_targets_against_float64_numpy(
     z = logits.astype(np.float64)
     log_p = z - z.max(-1, keepdims=True)
     log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
-    for s in (0.0, 0.2, 0.9):
+    for s in (0.0, 0.2, 0.9, 1.0):  # 1.0: uniform targets
         targets = np.eye(5)[labels]
         targets[is_synthetic] = (1 - s) * targets[is_synthetic] + s / 5
         expected = -(targets * log_p).sum(-1).mean()
@@ -234,8 +234,8 @@ def test_label_smoothing_changes_only_mixed_arms_and_is_checked():
     assert not _same(plain(*args), smooth(*args))
     assert ds.run_arm("real+gan", key, real, synthetic, test, synthetic_label_smoothing=0.3,
                       **kw)["synthetic_label_smoothing"] == 0.3
-    for bad in (-0.1, 1.0, float("nan")):
-        with pytest.raises(ValueError, match=r"synthetic_label_smoothing must lie in \[0, 1\)"):
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"synthetic_label_smoothing must lie in \[0, 1\]"):
             ds.make_trainer(2, TINY, augment=None, synthetic_fraction=0.5,
                             synthetic_label_smoothing=bad)
 

@@ -332,7 +332,17 @@ def test_cli_rejects_data_that_does_not_fit_the_model(tmp_path, capsys):
     code = cli.main(_train_args(workdir, source))
     err = capsys.readouterr().err
     assert code == 2
-    assert "data.resolution must be one of" in err and "got 20" in err
+    assert f"data.source {str(source)!r} are 20x20; set config key 'data.resolution'" in err
+    assert not workdir.exists()
+    x = np.random.default_rng(0).uniform(0, 255, (12, 16, 16, 3)).astype(np.float32)
+    np.savez(tmp_path / "floats.npz", x=x, y=np.arange(12) % 3)
+    assert cli.main(_train_args(workdir, tmp_path / "floats.npz")) == 2
+    err = capsys.readouterr().err
+    assert f"data.source {str(tmp_path / 'floats.npz')!r}: float images must lie in" in err
+    _write_npz(source, 16)
+    assert cli.main(_train_args(workdir, source, "--config.model.depth=3")) == 2
+    err = capsys.readouterr().err
+    assert "config key 'model.depth' must be 0 (derived from the resolution) or in [1, 2]" in err
     assert not workdir.exists()
     # the same data with data.resolution set fits (checked without training)
     fitted = load_real(_data(source=str(source), resolution=16))

@@ -362,6 +362,7 @@ def test_cli_rejects_bad_distributed_flags(args, message, tmp_path):
     (["--config.batch_size=0"], "'batch_size' must be > 0"),
     (["--config.loss.name=wasserstein"], "'loss.name' must be one of"),
     (["--config.model.architecture=dcgan"], "'model.architecture' must be 'mlp' for data.source 'ring8'"),
+    (["--config.batch_size", "0"], "'batch_size' must be > 0"),  # argparse's spaced spelling
 ])
 def test_cli_rejects_bad_config_before_touching_disk(args, message, tmp_path):
     workdir = tmp_path / "run"
@@ -369,6 +370,35 @@ def test_cli_rejects_bad_config_before_touching_disk(args, message, tmp_path):
     assert result.returncode == 2
     assert message in result.stderr and result.stderr.count("error:") == 1
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.augment.policy=colr"], "config key 'augment.policy': unknown DiffAugment policy 'colr'"),
+    (["--config.augment.policy="], "config key 'augment.policy': policy must name at least one"),
+    (["--config.augment.kind=ada", "--config.augment.ada_pipes=xyz"],
+     "config key 'augment.ada_pipes': unknown ADA pipe 'xyz'"),
+])
+def test_cli_rejects_bad_augmentation_before_touching_disk(args, message, tmp_path):
+    workdir = tmp_path / "run"
+    result = _cli("train", "--config", "configs/digits.py", "--workdir", str(workdir), *args,
+                  check=False)  # digits.py: augment.kind 'diffaugment'
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not workdir.exists()
+
+
+def test_cli_rejects_a_config_that_is_not_python(tmp_path):
+    result = _cli("train", "--config", "README.md", "--workdir", str(tmp_path / "run"), check=False)
+    assert result.returncode == 2 and "'README.md' is not a Python config file" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_checks_its_out_directory_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = _cli("evaluate", "--workdir", str(tmp_path / "no_run"), "--out", str(blocker),
+                  check=False)
+    assert result.returncode == 2 and "--out" in result.stderr
+    assert "is not a writable directory" in result.stderr and blocker.read_text() == "x"
 
 
 def test_cli_rejects_unwritable_workdir(tmp_path):

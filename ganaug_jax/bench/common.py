@@ -23,8 +23,8 @@ MIN_REPS = 5
 def check_reps(reps: int, name: str = "reps") -> None:
     """PROTOCOLS.md section 4: a median of at least MIN_REPS timed repetitions."""
     if reps < MIN_REPS:
-        raise ValueError(f"{name} must be >= {MIN_REPS} (PROTOCOLS.md section 4: the median of "
-                         f"at least {MIN_REPS} timed repetitions), got {reps}")
+        raise ValueError(f"{name} must be >= {MIN_REPS} (every number is the median of at least "
+                         f"{MIN_REPS} timed repetitions), got {reps}")
 
 
 def environment() -> dict:

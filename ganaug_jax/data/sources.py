@@ -72,6 +72,11 @@ def load_real(data) -> RealData:
         train = regimes.take_counts(train, counts, seed=data.subset_seed)
     resolution = data.resolution or train.x.shape[1]
     channels = data.channels or train.x.shape[3]
+    from ganaug_jax.models.dcgan import DCGAN_RESOLUTIONS
+    if not data.resolution and resolution not in DCGAN_RESOLUTIONS:
+        raise ValueError(f"the images of data.source {data.source!r} are "
+                         f"{train.x.shape[1]}x{train.x.shape[2]}; set config key "
+                         f"'data.resolution' to one of {DCGAN_RESOLUTIONS} to resize them")
     loaders.check_fits(train, resolution=resolution, channels=channels, num_classes=None)
     empty = np.flatnonzero(regimes.class_counts(train.y, train.num_classes) == 0)
     if empty.size:
@@ -80,8 +85,11 @@ def load_real(data) -> RealData:
                          f"images{regime}; every class needs at least one")
 
     def convert(part):
-        return {"x": loaders.to_model_range(part.x, resolution=resolution, channels=channels),
-                "y": part.y}
+        try:
+            x = loaders.to_model_range(part.x, resolution=resolution, channels=channels)
+        except ValueError as error:
+            raise ValueError(f"data.source {data.source!r}: {error}") from None
+        return {"x": x, "y": part.y}
     return RealData(convert(train), convert(test), train.num_classes, train.class_names)
 
 

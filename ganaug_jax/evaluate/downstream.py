@@ -91,10 +91,10 @@ def make_trainer(num_classes: int, spec: ClassifierSpec, *, augment: aug.Pipelin
                  synthetic_fraction: float, synthetic_label_smoothing: float = 0.0):
     """train(key, real, synthetic) -> params; real/synthetic are {'x', 'y'} device arrays (either
     may be None when synthetic_fraction is 1 or 0). Synthetic samples train on the targets
-    (1 - s) one_hot(y) + s / K, s = synthetic_label_smoothing in [0, 1). The step compiles once
+    (1 - s) one_hot(y) + s / K, s = synthetic_label_smoothing in [0, 1] (1: uniform targets). The step compiles once
     per array shapes."""
-    if not 0.0 <= synthetic_label_smoothing < 1.0:  # also rejects NaN
-        raise ValueError(f"synthetic_label_smoothing must lie in [0, 1), got "
+    if not 0.0 <= synthetic_label_smoothing <= 1.0:  # also rejects NaN
+        raise ValueError(f"synthetic_label_smoothing must lie in [0, 1], got "
                          f"{synthetic_label_smoothing!r}")
     model = spec.module(num_classes)
     n_synthetic = mixing.synthetic_count(spec.batch_size, synthetic_fraction)

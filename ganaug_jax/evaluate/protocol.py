@@ -52,8 +52,8 @@ class EvaluateOptions:
             raise ValueError(f"--synthetic-per-class must be >= 1, got {self.synthetic_per_class}")
         if not 0 < self.synthetic_fraction < 1:
             raise ValueError(f"--synthetic-fraction must be in (0, 1), got {self.synthetic_fraction}")
-        if not 0 <= self.synthetic_label_smoothing < 1:
-            raise ValueError(f"--synthetic-label-smoothing must be in [0, 1), got "
+        if not 0 <= self.synthetic_label_smoothing <= 1:
+            raise ValueError(f"--synthetic-label-smoothing must be in [0, 1], got "
                              f"{self.synthetic_label_smoothing}")
 
 

@@ -11,6 +11,7 @@ from ganaug_jax import augment as aug
 from ganaug_jax import losses
 from ganaug_jax.data.sources import Source, load_source
 from ganaug_jax.models import convs, make_gan
+from ganaug_jax.models.dcgan import check_image_shape
 from ganaug_jax.train.step import LossConfig, make_train_step
 
 
@@ -46,6 +47,12 @@ def build_run(config: ml_collections.ConfigDict) -> Run:
         expected = "dcgan" if source.is_image else "mlp"
         raise ValueError(f"config key 'model.architecture' must be {expected!r} for data.source "
                          f"{config.data.source!r} of shape {source.shape}, got {m.architecture!r}")
+    if m.architecture == "dcgan" and m.depth:
+        max_depth = check_image_shape(source.shape, None)
+        if not 1 <= m.depth <= max_depth:
+            raise ValueError(f"config key 'model.depth' must be 0 (derived from the resolution) "
+                             f"or in [1, {max_depth}] for {source.shape[0]}x{source.shape[1]} "
+                             f"images, got {m.depth}")
     generator, discriminator = make_gan(
         m.architecture, data_shape=source.shape, num_classes=num_classes,
         latent_dim=m.latent_dim, width=m.width, depth=m.depth or None,

@@ -12,6 +12,7 @@ Packing and unpacking are jitted (no host round trip) and keep the state's shard
 """
 
 import collections
+import logging
 import math
 import pathlib
 
@@ -28,9 +29,20 @@ class CheckpointError(RuntimeError):
 
 def make_manager(workdir: str, *, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
     directory = pathlib.Path(workdir).resolve() / "checkpoints"
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
-                                           create=not read_only, read_only=read_only)
-    return ocp.CheckpointManager(directory, options=options)
+    if not read_only:
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True)
+        return ocp.CheckpointManager(directory, options=options)
+    # The options a reader needs; Orbax still logs a warning that the directory is read-only,
+    # which is what the caller asked for: silenced.
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
+                                           save_interval_steps=0)
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        return ocp.CheckpointManager(directory, options=options)
+    finally:
+        absl_logger.setLevel(level)
 
 
 def _layout(tree) -> list[dict]:

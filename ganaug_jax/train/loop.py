@@ -6,7 +6,6 @@ Restarting with the same workdir resumes from the latest checkpoint and ends bit
 
 import json
 import pathlib
-import tempfile
 import time
 
 import jax
@@ -31,13 +30,7 @@ class NonFiniteLossError(RuntimeError):
 def check_workdir(workdir: str, config: ml_collections.ConfigDict, *, force: bool) -> pathlib.Path:
     """Creates the workdir, checks it is writable and that an earlier run there used the same
     config (keys in config.RESUMABLE_KEYS may differ). Writes nothing else."""
-    path = pathlib.Path(workdir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):  # a name of its own: processes may share path
-            pass
-    except OSError as error:
-        raise ValueError(f"--workdir {workdir!r} is not a writable directory: {error}") from None
+    path = outputs.ensure_writable_dir(workdir, "--workdir")
     saved = path / "config.json"
     if saved.exists():
         differing = config_lib.differing_keys(config_lib.from_saved(json.loads(saved.read_text())),
@@ -194,7 +187,8 @@ class _progress:
         self.bar = None
         if enabled:
             from tqdm import tqdm
-            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
+                            disable=None)  # None: only on a terminal, not into pipes and logs
         self.position = start
 
     def update(self, step: int, rate: float, scalars: dict) -> None:

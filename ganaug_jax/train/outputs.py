@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import secrets
+import tempfile
 import time
 
 import numpy as np
@@ -37,6 +38,18 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def ensure_writable_dir(path: str, flag: str) -> pathlib.Path:
+    """Creates directory `path` (and its parents) and checks that a file can be made in it;
+    otherwise a ValueError naming `flag` (the CLI flag or config key that gave the path)."""
+    try:
+        pathlib.Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):  # a name of its own: processes may share path
+            pass
+    except OSError as error:
+        raise ValueError(f"{flag} {str(path)!r} is not a writable directory: {error}") from None
+    return pathlib.Path(path)
 
 
 class MetricsLog:
