@@ -212,6 +212,7 @@ def _tiny_state(width):
                         state)
 
 
+@pytest.mark.filterwarnings("ignore:Sharding info not provided")  # the raw read below
 def test_checkpoint_packs_leaves_by_dtype_restores_bits_and_names_another_layout(tmp_path):
     """On disk: one flat array per dtype (the leaves in tree order, raveled: a NumPy
     concatenation) and the JSON layout; restored: the same bits in the same structure; a
@@ -223,12 +224,16 @@ def test_checkpoint_packs_leaves_by_dtype_restores_bits_and_names_another_layout
     manager.wait_until_finished()
     leaves = jax.tree_util.tree_leaves_with_path(state)
     raw = manager.restore(int(state.step), args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(), layout=ocp.args.JsonRestore()))
+        state=ocp.args.PyTreeRestore(), layout=ocp.args.JsonRestore()))
     dtypes = sorted({np.dtype(x.dtype).name for _, x in leaves})
     assert sorted(raw["state"]) == dtypes
     for dtype in dtypes:
         expected = np.concatenate([np.ravel(x) for _, x in leaves if np.dtype(x.dtype).name == dtype])
         np.testing.assert_array_equal(np.asarray(raw["state"][dtype]), expected)
+    # stored uncompressed: these periodic values would shrink many times under zstd
+    stored = sum(f.stat().st_size for f in (tmp_path / "checkpoints" / str(int(state.step))
+                                            / "state").rglob("*") if f.is_file())
+    assert stored >= sum(x.nbytes for _, x in leaves)
     assert [(e["path"], tuple(e["shape"]), e["dtype"]) for e in raw["layout"]] == [
         (jax.tree_util.keystr(p), x.shape, np.dtype(x.dtype).name) for p, x in leaves]
     restored = checkpoint.restore_latest(manager, jax.tree.map(jax.numpy.zeros_like, state))
@@ -241,9 +246,11 @@ def test_checkpoint_packs_leaves_by_dtype_restores_bits_and_names_another_layout
                              r"float32, this run \[.*\] float32\)"):
         checkpoint.restore_latest(manager, _tiny_state(16))
     manager.close()
-    old_format = checkpoint.make_manager(str(tmp_path / "old"), keep=2)
-    old_format.save(1, args=ocp.args.StandardSave(state), force=True)  # one array per leaf
-    old_format.wait_until_finished()
+    writer = ocp.CheckpointManager(tmp_path / "old" / "checkpoints")
+    writer.save(1, args=ocp.args.StandardSave(state), force=True)  # one array per leaf
+    writer.wait_until_finished()
+    writer.close()
+    old_format = checkpoint.make_manager(str(tmp_path / "old"), keep=2, read_only=True)
     with pytest.raises(checkpoint.CheckpointError, match=r"step 1 .* one Orbax array per leaf, "
                                                          r"the format before the packed one"):
         checkpoint.restore_latest(old_format, state)
@@ -437,6 +444,24 @@ def test_default_config_sets_every_known_key():
         config_lib.validate(config)
         for key in ("seed", "num_steps", "batch_size", "checkpoint_every"):
             assert key in config
+
+
+def test_a_config_outside_the_repository_imports_the_bundled_ones(tmp_path):
+    from ganaug_jax import demo
+    assert demo.DEFAULT_CONFIG.is_file()
+    bundled = config_lib.bundled_configs()
+    assert sorted(p.name for p in bundled.glob("*.py")) == sorted(
+        p.name for p in (ROOT / "configs").glob("*.py"))
+    mine = tmp_path / "elsewhere" / "mine.py"
+    mine.parent.mkdir()
+    mine.write_text("from configs import digits\n\n"
+                    "def get_config():\n    c = digits.get_config()\n    c.seed = 7\n    return c\n")
+    config = config_lib.load_config(str(mine))
+    config_lib.validate(config)
+    expected = config_lib.load_config(str(ROOT / "configs" / "digits.py"))
+    expected.seed = 7
+    assert config_lib.flatten(config) == config_lib.flatten(expected)
+    assert str(tmp_path) not in " ".join(sys.path)  # the import paths are put back
 
 
 def test_bfloat16_compute_keeps_float32_params_and_optimizer_state():

@@ -27,11 +27,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing or cannot be read."""
 
 
+def _handlers() -> dict:
+    # No zstd: Orbax compresses by default, which took half of a save's CPU (61-71 ms of a
+    # 25 MB state against 32-35 ms; files 23.1 MB against 25.1: weights barely compress).
+    return {"state": ocp.PyTreeCheckpointHandler(use_compression=False),
+            "layout": ocp.JsonCheckpointHandler()}
+
+
 def make_manager(workdir: str, *, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
     directory = pathlib.Path(workdir).resolve() / "checkpoints"
     if not read_only:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True)
-        return ocp.CheckpointManager(directory, options=options)
+        return ocp.CheckpointManager(directory, options=options, item_handlers=_handlers())
     # The options a reader needs; Orbax still logs a warning that the directory is read-only,
     # which is what the caller asked for: silenced.
     options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
@@ -40,7 +47,7 @@ def make_manager(workdir: str, *, keep: int, read_only: bool = False) -> ocp.Che
     level = absl_logger.level
     absl_logger.setLevel(logging.ERROR)
     try:
-        return ocp.CheckpointManager(directory, options=options)
+        return ocp.CheckpointManager(directory, options=options, item_handlers=_handlers())
     finally:
         absl_logger.setLevel(level)
 
@@ -78,11 +85,25 @@ def _unpack(packed: dict[str, jax.Array], like):
     return jax.jit(split, out_shardings=shardings)(packed)
 
 
+def pack(state: TrainState) -> tuple[dict[str, jax.Array], list[dict]]:
+    """What a checkpoint of `state` holds: its leaves packed into one flat array per dtype
+    (dispatched, not waited for) and the layout. The packed arrays are new buffers, so the
+    state may be donated to the next step while they are written."""
+    return _pack(state), _layout(state)
+
+
+def save_packed(manager: ocp.CheckpointManager, step: int, packed: tuple) -> None:
+    """Starts an asynchronous save of `pack(state)` as step `step` (returns before the write
+    ends)."""
+    arrays, layout = packed
+    args = ocp.args.Composite(state=ocp.args.PyTreeSave(arrays),
+                              layout=ocp.args.JsonSave(layout))
+    manager.save(step, args=args, force=True)
+
+
 def save(manager: ocp.CheckpointManager, state: TrainState) -> None:
     """Starts an asynchronous save of `state` at its step (returns before the write ends)."""
-    args = ocp.args.Composite(state=ocp.args.StandardSave(_pack(state)),
-                              layout=ocp.args.JsonSave(_layout(state)))
-    manager.save(int(state.step), args=args, force=True)
+    save_packed(manager, int(state.step), pack(state))
 
 
 def restore_latest(manager: ocp.CheckpointManager, like: TrainState):
@@ -115,8 +136,8 @@ def restore(manager: ocp.CheckpointManager, step: int, like: TrainState):
             sizes[leaf["dtype"]] += math.prod(leaf["shape"])
         abstract = {dtype: jax.ShapeDtypeStruct((size,), jnp.dtype(dtype), sharding=sharding)
                     for dtype, size in sizes.items()}
-        packed = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract)))["state"]
+        packed = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))))["state"]
     except CheckpointError:
         raise
     except Exception as error:  # Orbax raises many types for unreadable files

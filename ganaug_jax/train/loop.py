@@ -121,6 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     bar = _progress(start, config.num_steps, progress and primary)
     pending = None  # metrics of the previous step, fetched one step late
     to_log = None  # (step, metrics) of a log step, fetched once the next step is dispatched
+    to_save = None  # (step, packed state) of a checkpoint step, saved once the next is dispatched
     last_time, last_step = time.perf_counter(), start
 
     def write_log(done, metrics):
@@ -141,7 +142,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
         for step in range(start, config.num_steps):
             batch = stream.batch(step) if stream is not None else batch_fn(data_key, step, arrays)
             state, metrics = step_fn(state, batch)
-            if to_log is not None:  # the device is busy with this step meanwhile
+            # The device is busy with this step while the host saves and logs the last one.
+            if to_save is not None:
+                checkpoint.save_packed(manager, *to_save)
+                to_save = None
+            if to_log is not None:
                 write_log(*to_log)
                 to_log = None
             if pending is not None:
@@ -151,7 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
             at_checkpoint = done % config.checkpoint_every == 0 or done == config.num_steps
             if at_checkpoint:  # never save a state whose losses are not finite
                 _check_finite(*pending)
-                checkpoint.save(manager, state)
+                to_save = (done, checkpoint.pack(state))  # before the next step donates state
             if done % config.log_every == 0 or done == config.num_steps:
                 to_log = (done, metrics)
             if config.sample_every and done % config.sample_every == 0 or done == config.num_steps:
@@ -161,6 +166,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
         if pending is not None:
             _check_finite(*pending)
     finally:
+        if to_save is not None:  # the last checked state, also when a later step failed
+            checkpoint.save_packed(manager, *to_save)
         if stream is not None:
             stream.close()
         manager.wait_until_finished()
