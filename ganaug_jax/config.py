@@ -37,7 +37,17 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(saved)
 
 
+def bundled_configs() -> pathlib.Path:
+    """The configs/ folder that comes with ganaug_jax: the copy a wheel installs as
+    ganaug_jax/configs, else the repository's (a checkout or an editable install)."""
+    installed = pathlib.Path(__file__).resolve().parent / "configs"
+    return installed if installed.is_dir() else pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
 def load_config(path: str) -> ml_collections.ConfigDict:
+    """`get_config()` of a Python config file. Inside it, `from configs import default` (or any
+    bundled config) works wherever the file lives: a configs/ folder next to the file's own
+    folder comes first, the bundled one second."""
     file = pathlib.Path(path)
     if not file.is_file():
         raise ValueError(f"--config: no such config file {path!r}")
@@ -46,14 +56,15 @@ def load_config(path: str) -> ml_collections.ConfigDict:
                          "get_config(), e.g. configs/default.py)")
     spec = importlib.util.spec_from_file_location(f"ganaug_config_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
-    # Variants import their base as `from configs import default`: make the folder that holds
-    # configs/ importable while the file runs.
-    root = str(file.resolve().parent.parent)
-    sys.path.insert(0, root)
+    # Variants import their base as `from configs import default`: make the folders that hold
+    # a configs/ package importable while the file runs.
+    roots = list(dict.fromkeys([str(file.resolve().parent.parent), str(bundled_configs().parent)]))
+    sys.path[:0] = roots
     try:
         spec.loader.exec_module(module)
     finally:
-        sys.path.remove(root)
+        for root in roots:
+            sys.path.remove(root)
     if not hasattr(module, "get_config"):
         raise ValueError(f"--config: {path} has no get_config() function")
     return module.get_config()
@@ -174,7 +185,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"unknown config key(s) {unknown}; see configs/default.py for every key")
     missing = sorted(KNOWN_KEYS - set(flat))
     if missing:
-        raise ValueError(f"config is missing key(s) {missing}; start from configs/default.py")
+        raise ValueError(f"config is missing key(s) {missing}; start from configs/default.py "
+                         "(`from configs import default` then `default.get_config()` works in "
+                         "any config file)")
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
             raise ValueError(f"config key {key!r} must be one of {choices}, got {flat[key]!r}")

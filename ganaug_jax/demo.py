@@ -19,7 +19,7 @@ from ganaug_jax.train import outputs
 from ganaug_jax.train.generate import generate, labels_for, load_run_state
 from ganaug_jax.train.loop import train_and_evaluate
 
-DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "digits_lowdata.py"
+DEFAULT_CONFIG = config_lib.bundled_configs() / "digits_lowdata.py"
 
 
 def _sample_grid(real: dict, synthetic: dict, num_classes: int, per_row: int = 10) -> np.ndarray:
