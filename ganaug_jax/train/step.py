@@ -196,4 +196,8 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
         metrics.update(g_metrics, ada_p=state.ada.p, ada_rt=state.ada.rt)
         return state.replace(step=state.step + 1), metrics
 
+    # The two phases on their own, for measurements that jit them apart (benchmarks/NOTES.md):
+    # d_update(state, x, y, key) -> (state, real_features, metrics, generated);
+    # g_update(state, key, real_features, n, generated) -> (state, metrics).
+    step.phases = (d_update, g_update)
     return step
