@@ -168,6 +168,20 @@ def test_metrics_are_fetched_one_step_late(tmp_path, monkeypatch):
     assert events == ["step"] * 3 + [2] + ["step"] * 2 + [4, "step", 6]
 
 
+def test_the_sample_grid_program_is_traced_once_per_run(tmp_path, monkeypatch):
+    from ganaug_jax.train import loop
+    traces = []
+
+    def counting(*args):
+        traces.append(1)
+        return sample_ema(*args)
+    sample_ema = loop.sample_ema
+    monkeypatch.setattr(loop, "sample_ema", counting)
+    workdir = tmp_path / "run"
+    train_and_evaluate(tiny_config(num_steps=6, sample_every=2), str(workdir), progress=False)
+    assert len(list(workdir.glob("samples_*.png"))) == 3 and len(traces) == 1
+
+
 def test_resume_with_a_different_config_lists_the_keys(tmp_path):
     workdir = str(tmp_path / "run")
     train_and_evaluate(tiny_config(num_steps=2, checkpoint_every=2), workdir, progress=False)
