@@ -399,27 +399,31 @@ def test_cli_rejects_bad_config_before_touching_disk(args, message, tmp_path):
     (["--config.augment.kind=ada", "--config.augment.ada_pipes=xyz"],
      "config key 'augment.ada_pipes': unknown ADA pipe 'xyz'"),
 ])
-def test_cli_rejects_bad_augmentation_before_touching_disk(args, message, tmp_path):
+def test_cli_rejects_bad_augmentation_before_touching_disk(args, message, tmp_path, capsys):
+    from ganaug_jax import cli
     workdir = tmp_path / "run"
-    result = _cli("train", "--config", "configs/digits.py", "--workdir", str(workdir), *args,
-                  check=False)  # digits.py: augment.kind 'diffaugment'
-    assert result.returncode == 2 and message in result.stderr, result.stderr
+    code = cli.main(["train", "--config", str(ROOT / "configs" / "digits.py"),  # diffaugment
+                     "--workdir", str(workdir), *args])
+    assert code == 2 and message in capsys.readouterr().err
     assert not workdir.exists()
 
 
-def test_cli_rejects_a_config_that_is_not_python(tmp_path):
-    result = _cli("train", "--config", "README.md", "--workdir", str(tmp_path / "run"), check=False)
-    assert result.returncode == 2 and "'README.md' is not a Python config file" in result.stderr
+def test_cli_rejects_a_config_that_is_not_python(tmp_path, capsys):
+    from ganaug_jax import cli
+    readme = str(ROOT / "README.md")
+    assert cli.main(["train", "--config", readme, "--workdir", str(tmp_path / "run")]) == 2
+    assert f"{readme!r} is not a Python config file" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 
-def test_evaluate_checks_its_out_directory_before_any_work(tmp_path):
+def test_evaluate_checks_its_out_directory_before_any_work(tmp_path, capsys):
+    from ganaug_jax import cli
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = _cli("evaluate", "--workdir", str(tmp_path / "no_run"), "--out", str(blocker),
-                  check=False)
-    assert result.returncode == 2 and "--out" in result.stderr
-    assert "is not a writable directory" in result.stderr and blocker.read_text() == "x"
+    code = cli.main(["evaluate", "--workdir", str(tmp_path / "no_run"), "--out", str(blocker)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--out {str(blocker)!r} is not a writable directory" in err
+    assert blocker.read_text() == "x"
 
 
 def test_cli_rejects_unwritable_workdir(tmp_path):
