@@ -47,7 +47,7 @@ def bundled_configs() -> pathlib.Path:
 def load_config(path: str) -> ml_collections.ConfigDict:
     """`get_config()` of a Python config file. Inside it, `from configs import default` (or any
     bundled config) works wherever the file lives: a configs/ folder next to the file's own
-    folder comes first, the bundled one second."""
+    folder comes first, then whatever `import` finds, the bundled folder last."""
     file = pathlib.Path(path)
     if not file.is_file():
         raise ValueError(f"--config: no such config file {path!r}")
@@ -57,14 +57,16 @@ def load_config(path: str) -> ml_collections.ConfigDict:
     spec = importlib.util.spec_from_file_location(f"ganaug_config_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
     # Variants import their base as `from configs import default`: make the folders that hold
-    # a configs/ package importable while the file runs.
-    roots = list(dict.fromkeys([str(file.resolve().parent.parent), str(bundled_configs().parent)]))
-    sys.path[:0] = roots
+    # a configs/ package importable while the file runs (the bundled one last, so that its
+    # neighbours, ganaug_jax's subpackages when installed, shadow no installed package).
+    root, bundled = str(file.resolve().parent.parent), str(bundled_configs().parent)
+    sys.path.insert(0, root)
+    sys.path.append(bundled)
     try:
         spec.loader.exec_module(module)
     finally:
-        for root in roots:
-            sys.path.remove(root)
+        sys.path.remove(root)
+        del sys.path[len(sys.path) - 1 - sys.path[::-1].index(bundled)]  # the one appended here
     if not hasattr(module, "get_config"):
         raise ValueError(f"--config: {path} has no get_config() function")
     return module.get_config()
