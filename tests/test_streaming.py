@@ -12,6 +12,7 @@ import threading
 import jax
 import numpy as np
 import pytest
+from scipy import stats
 
 from ganaug_jax.data import streaming
 from ganaug_jax.data.sources import Source, batch_indices, draw_from_arrays, make_batch_fn
@@ -63,10 +64,50 @@ def test_host_batches_equal_device_batches_on_eight_devices(n_critic):
                     n_critic=n_critic, start=5, stop=10, prefetch=2) as stream:
         for step, expected in zip(steps, device):
             _assert_same_batch(stream.batch(step), expected)
-    index = batch_indices(key, 7, num_records=37, batch_size=16, n_critic=n_critic)
-    np.testing.assert_array_equal(index, streaming.host_indices(
-        key, 7, num_records=37, batch_size=16, n_critic=n_critic))
+    index = streaming.host_indices(key, 7, num_records=37, batch_size=16, n_critic=n_critic)
+    np.testing.assert_array_equal(index, _documented_indices(key, 7, 37, 16, n_critic))
     assert index.shape == (n_critic, 16) and len(np.unique(np.asarray(index))) > 1
+
+
+def _documented_indices(key, step, num_records, batch_size, n_critic):
+    """The indices as sources.py documents them, written out with jax.random directly:
+    step_keys = split(fold_in(data_key, step), n_critic); draw_indices(k, B, N) =
+    randint(k, (B,), 0, N) (uniform with replacement); one row per critic step."""
+    keys = jax.random.split(jax.random.fold_in(key, step), n_critic)
+    return np.stack([np.asarray(jax.random.randint(keys[i], (batch_size,), 0, num_records))
+                     for i in range(n_critic)])
+
+
+def test_batch_indices_follow_the_documented_draws_and_change_with_the_step():
+    key = jax.random.key(11)
+    seen = []
+    for step in (0, 1, 2, 1000):
+        for n_critic in (1, 3):
+            got = np.asarray(batch_indices(key, step, num_records=37, batch_size=9,
+                                           n_critic=n_critic))
+            assert got.dtype == np.int32 and got.shape == (n_critic, 9)
+            np.testing.assert_array_equal(got, _documented_indices(key, step, 37, 9, n_critic))
+            np.testing.assert_array_equal(streaming.host_indices(  # the host (jitted) path
+                key, step, num_records=37, batch_size=9, n_critic=n_critic), got)
+        assert not np.array_equal(got[0], got[1])  # critic steps draw different records
+        seen.append(got)
+    for a, b in zip(seen, seen[1:]):  # 9 of 37 records: equal rows have probability 37^-27
+        assert not np.array_equal(a, b)
+    other = np.asarray(batch_indices(jax.random.key(12), 1000, num_records=37, batch_size=9,
+                                     n_critic=3))
+    assert not np.array_equal(other, seen[-1])  # and with the data key
+
+
+def test_batch_indices_cover_records_uniformly():
+    # 63 steps x 2 critic steps x 16 = 2016 draws over 37 records (~54 each). Uniform with
+    # replacement (draw_indices' docstring): Pearson chi-square with 36 dof, reject at p < 1e-4.
+    key = jax.random.key(13)
+    draws = jax.vmap(lambda s: batch_indices(key, s, num_records=37, batch_size=16,
+                                             n_critic=2))(np.arange(63))
+    draws = np.asarray(draws).ravel()
+    assert draws.min() >= 0 and draws.max() < 37
+    counts = np.bincount(draws, minlength=37)
+    assert counts.sum() == 2016 and stats.chisquare(counts).pvalue > 1e-4
 
 
 class _Records:
@@ -149,8 +190,11 @@ def test_reader_thread_stops_on_close_on_error_and_on_exit():
 # ---- whole runs ----
 
 def _config(**overrides):
-    return tiny_config("digits", **{"num_steps": 4, "checkpoint_every": 2, "augment.kind": "none",
-                                    "model.conditional": False, **overrides})
+    # Adaptive ADA adjusting p every 3 D updates: the step-2 checkpoint falls inside an interval.
+    return tiny_config("digits", **{"num_steps": 4, "checkpoint_every": 2, "augment.kind": "ada",
+                                    "augment.ada_interval": 3, "augment.ada_speed_images": 64,
+                                    "augment.ada_initial_p": 0.25, "model.conditional": False,
+                                    **overrides})
 
 
 def _checkpoint(workdir, step, like):
@@ -169,18 +213,21 @@ def _assert_same_leaves(a, b):
 
 
 def test_host_placement_trains_bit_identically_and_resumes(tmp_path):
+    """Also the exact resume of the ADA controller's accumulators between two adjustments."""
     device, host = tmp_path / "device", tmp_path / "host"
     final_device = train_and_evaluate(_config(), str(device), progress=False)
     # Host placement, stopped at step 2: equal to the device run's step-2 checkpoint.
     at_two = train_and_evaluate(_config(num_steps=2, **{"data.placement": "host"}), str(host),
                                 progress=False)
     assert int(at_two.step) == 2 and _no_reader_thread()
+    assert int(at_two.ada.calls) == 2 and float(at_two.ada.count) == 32  # mid-interval
     _assert_same_leaves(jax.tree.leaves(jax.device_get(at_two)),
                         jax.tree.leaves(_checkpoint(device, 2, at_two)))
     # Resumed to step 4 (the stream restarts at step 2): equal to the device run that never stopped.
     final_host = train_and_evaluate(_config(**{"data.placement": "host"}), str(host),
                                     progress=False)
     assert int(final_host.step) == 4 and _no_reader_thread()
+    assert float(final_host.ada.p) != 0.25  # p moved at the third D update
     _assert_same_leaves(jax.tree.leaves(jax.device_get(final_host)),
                         jax.tree.leaves(jax.device_get(final_device)))
     metrics = [json.loads(line) for line in (host / "metrics.jsonl").read_text().splitlines()]

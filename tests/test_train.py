@@ -2,6 +2,7 @@
 CLI after SIGKILL, outputs, generation, and bad input."""
 
 import json
+import re
 import os
 import pathlib
 import signal
@@ -14,12 +15,13 @@ import jax
 import numpy as np
 import pytest
 
+from ganaug_jax import cli
 from ganaug_jax import config as config_lib
 from ganaug_jax.data.sources import make_batch_fn
 from ganaug_jax.train import checkpoint, sharding
 from ganaug_jax.train.build import build_run, build_step
 from ganaug_jax.train.generate import generate, load_run_state
-from ganaug_jax.train.loop import NonFiniteLossError, train_and_evaluate
+from ganaug_jax.train.loop import train_and_evaluate
 from ganaug_jax.train.state import create_train_state
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -27,13 +29,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def tiny_config(source="ring8", **overrides):
     config = config_lib.load_config(str(ROOT / "configs" / "default.py"))
+    return config_lib.apply_overrides(config, tiny_overrides(source, **overrides))
+
+
+def tiny_overrides(source="ring8", **overrides) -> list[str]:
+    """tiny_config's changes to configs/default.py, as KEY=VALUE strings."""
     base = {"data.source": source, "num_steps": 6, "batch_size": 16, "checkpoint_every": 3,
             "log_every": 2, "sample_every": 0, "model.width": 32, "model.latent_dim": 8}
     if source == "digits":
         base.update({"model.architecture": "dcgan", "model.width": 8, "model.conditional": True,
                      "augment.kind": "diffaugment", "model.depth": 0})
     base.update(overrides)
-    return config_lib.apply_overrides(config, [f"{k}={v}" for k, v in base.items()])
+    return [f"{k}={v}" for k, v in base.items()]
 
 
 def _run_steps(config, devices, steps=3):
@@ -192,28 +199,34 @@ def test_resume_with_a_different_config_lists_the_keys(tmp_path):
     assert int(state.step) == 4
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_non_finite_loss_stops_and_keeps_only_checkpoints_that_lead_to_finite_losses(tmp_path, capsys):
     workdir = tmp_path / "run"
     train_and_evaluate(tiny_config(num_steps=3, checkpoint_every=3), str(workdir), progress=False)
     before = {p: p.read_bytes() for p in (workdir / "checkpoints").rglob("*") if p.is_file()}
-    exploding = tiny_config(num_steps=40, checkpoint_every=1, **{"optim.d_lr": 1e30, "optim.g_lr": 1e30})
-    with pytest.raises(NonFiniteLossError, match=r"step \d+: (d|g)_loss is (nan|inf|-inf)"):
-        train_and_evaluate(exploding, str(workdir), force=True, progress=False)
-    manager = checkpoint.make_manager(workdir, keep=3, read_only=True)
-    restored_steps = manager.all_steps()
+    changes = tiny_overrides(num_steps=40, checkpoint_every=1, keep_checkpoints=100,
+                             **{"optim.d_lr": 50.0, "optim.g_lr": 50.0})
+    exploding = config_lib.apply_overrides(tiny_config(), changes)
+    capsys.readouterr()
+    assert cli.main(["train", "--config", str(ROOT / "configs" / "default.py"), "--workdir",
+                     str(workdir), "--force", "--no-progress", "--no-compilation-cache",
+                     *[f"--config.{c}" for c in changes]]) == 2
+    message = capsys.readouterr().err.strip()  # one line naming the step and the value
+    match = re.fullmatch(r"ganaug train: error: step (\d+): (d|g)_(loss|grad_norm) is "
+                         r"(nan|inf|-inf); stopping .*", message)
+    assert match, message
+    failed = int(match.group(1))  # 1-based: the step that started from the state of failed - 1
+    manager = checkpoint.make_manager(workdir, keep=100, read_only=True)
+    saved = manager.all_steps()
     manager.close()
-    # Every checkpoint that exists holds finite parameters: the last one saved before the
-    # failing step (checkpoints are written only after the step's losses are checked).
-    run = build_run(exploding)
-    like = create_train_state(jax.random.key(0), run.generator, run.discriminator, run.g_tx,
-                              run.d_tx, data_shape=run.source.shape, latent_dim=run.latent_dim,
-                              num_classes=run.num_classes)
-    state = checkpoint.restore_latest(checkpoint.make_manager(workdir, keep=3, read_only=True), like)
-    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.g_params))
-    assert 3 in restored_steps or max(restored_steps) > 3
+    # The state of step failed - 1 gave the non-finite loss: it is not kept; every earlier one is.
+    assert 4 < failed <= 40 and sorted(saved) == [3, *range(4, failed - 1)], (failed, saved)
     for path, data in before.items():  # the checkpoint of the first run is untouched
-        if path.exists():
-            assert path.read_bytes() == data
+        assert path.read_bytes() == data
+    # The latest kept checkpoint leads to finite losses: the same config goes one step on from it.
+    state = train_and_evaluate(config_lib.apply_overrides(exploding, [f"num_steps={failed - 1}"]),
+                               str(workdir), progress=False)
+    assert int(state.step) == failed - 1
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
 
 
 def _tiny_state(width):
@@ -400,7 +413,6 @@ def test_cli_rejects_bad_config_before_touching_disk(args, message, tmp_path):
      "config key 'augment.ada_pipes': unknown ADA pipe 'xyz'"),
 ])
 def test_cli_rejects_bad_augmentation_before_touching_disk(args, message, tmp_path, capsys):
-    from ganaug_jax import cli
     workdir = tmp_path / "run"
     code = cli.main(["train", "--config", str(ROOT / "configs" / "digits.py"),  # diffaugment
                      "--workdir", str(workdir), *args])
@@ -409,7 +421,6 @@ def test_cli_rejects_bad_augmentation_before_touching_disk(args, message, tmp_pa
 
 
 def test_cli_rejects_a_config_that_is_not_python(tmp_path, capsys):
-    from ganaug_jax import cli
     readme = str(ROOT / "README.md")
     assert cli.main(["train", "--config", readme, "--workdir", str(tmp_path / "run")]) == 2
     assert f"{readme!r} is not a Python config file" in capsys.readouterr().err
@@ -417,7 +428,6 @@ def test_cli_rejects_a_config_that_is_not_python(tmp_path, capsys):
 
 
 def test_evaluate_checks_its_out_directory_before_any_work(tmp_path, capsys):
-    from ganaug_jax import cli
     blocker = tmp_path / "file"
     blocker.write_text("x")
     code = cli.main(["evaluate", "--workdir", str(tmp_path / "no_run"), "--out", str(blocker)])

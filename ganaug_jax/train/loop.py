@@ -4,6 +4,7 @@ Restarting with the same workdir resumes from the latest checkpoint and ends bit
 (on CPU) to a run that never stopped: batches and randomness derive from (seed, step).
 """
 
+import collections
 import functools
 import json
 import pathlib
@@ -25,7 +26,8 @@ from ganaug_jax.train.state import TrainState, abstract_train_state, create_trai
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or infinite; the last good checkpoint is left as it was."""
+    """A loss or gradient norm became NaN or infinite; the checkpoints kept are left as they
+    were."""
 
 
 def check_workdir(workdir: str, config: ml_collections.ConfigDict, *, force: bool) -> pathlib.Path:
@@ -125,9 +127,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     log = outputs.MetricsLog(path, resume_step=start) if primary else None
     images_per_step = config.batch_size * config.optim.n_critic
     bar = _progress(start, config.num_steps, progress and primary)
-    pending = None  # metrics of the previous step, fetched one step late
+    pending = None  # (step, metrics) of the previous step, fetched one step late
     to_log = None  # (step, metrics) of a log step, fetched once the next step is dispatched
-    to_save = None  # (step, packed state) of a checkpoint step, saved once the next is dispatched
+    # (step, packed state) of checkpoint steps, each saved once the losses computed from that
+    # state (the next step's) are known to be finite: a kept checkpoint never leads to a NaN.
+    to_save = collections.deque()
     last_time, last_step = time.perf_counter(), start
 
     def write_log(done, metrics):
@@ -148,21 +152,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
         for step in range(start, config.num_steps):
             batch = stream.batch(step) if stream is not None else batch_fn(data_key, step, arrays)
             state, metrics = step_fn(state, batch)
-            # The device is busy with this step while the host saves and logs the last one.
-            if to_save is not None:
-                checkpoint.save_packed(manager, *to_save)
-                to_save = None
+            # The device is busy with this step while the host checks, saves and logs the last.
+            if pending is not None:
+                _check_finite(*pending)
+                _save_checked(manager, to_save, good_through=pending[0])
             if to_log is not None:
                 write_log(*to_log)
                 to_log = None
-            if pending is not None:
-                _check_finite(*pending)
-            pending = (step, metrics)
+            pending = (step, metrics)  # computed from the state of step `step`
             done = step + 1
-            at_checkpoint = done % config.checkpoint_every == 0 or done == config.num_steps
-            if at_checkpoint:  # never save a state whose losses are not finite
-                _check_finite(*pending)
-                to_save = (done, checkpoint.pack(state))  # before the next step donates state
+            if done % config.checkpoint_every == 0 or done == config.num_steps:
+                to_save.append((done, checkpoint.pack(state)))  # before the next step donates it
             if done % config.log_every == 0 or done == config.num_steps:
                 to_log = (done, metrics)
             if config.sample_every and done % config.sample_every == 0 or done == config.num_steps:
@@ -172,9 +172,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
             write_log(*to_log)
         if pending is not None:
             _check_finite(*pending)
+            _save_checked(manager, to_save, good_through=pending[0])
+        if to_save:  # the final state: no step computes its losses, so its parameters are checked
+            _check_finite_state(config.num_steps, state)
+            _save_checked(manager, to_save, good_through=config.num_steps)
     finally:
-        if to_save is not None:  # the last checked state, also when a later step failed
-            checkpoint.save_packed(manager, *to_save)
+        if pending is not None and to_save and _finite(pending[1]):  # stopped by another error
+            _save_checked(manager, to_save, good_through=pending[0])
         if stream is not None:
             stream.close()
         manager.wait_until_finished()
@@ -185,13 +189,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     return state
 
 
+_ADVICE = ("stopping (the last good checkpoint is kept). Lower the learning rates or add a "
+           "penalty (loss.r1_gamma, loss.gp_weight).")
+
+
+# An infinite gradient norm (squares past float32's range) also overflows Adam's second moments.
+_CHECKED = ("d_loss", "g_loss", "d_grad_norm", "g_grad_norm")
+
+
+def _finite(metrics) -> bool:
+    return all(np.isfinite(float(metrics[name])) for name in _CHECKED)
+
+
 def _check_finite(step: int, metrics) -> None:
-    for name in ("d_loss", "g_loss"):
+    """metrics: of the step that starts from the state of `step` (0-based)."""
+    for name in _CHECKED:
         value = float(metrics[name])
         if not np.isfinite(value):
-            raise NonFiniteLossError(
-                f"step {step + 1}: {name} is {value}; stopping (the last good checkpoint is "
-                "kept). Lower the learning rates or add a penalty (loss.r1_gamma, loss.gp_weight).")
+            raise NonFiniteLossError(f"step {step + 1}: {name} is {value}; {_ADVICE}")
+
+
+def _check_finite_state(step: int, state: TrainState) -> None:
+    """Every floating leaf of `state` (parameters, statistics, optimizer moments) is finite."""
+    floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    if not bool(jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in floats]))):
+        raise NonFiniteLossError(f"step {step}: the state holds non-finite values; {_ADVICE}")
+
+
+def _save_checked(manager, to_save: collections.deque, *, good_through: int) -> None:
+    """Starts the saves of the queued (step, packed state) up to step `good_through`, the
+    states whose losses were checked."""
+    while to_save and to_save[0][0] <= good_through:
+        checkpoint.save_packed(manager, *to_save.popleft())
 
 
 class _progress:
