@@ -2,13 +2,17 @@
 
 import json
 
+import ml_collections
 import numpy as np
 import pytest
+import scipy.linalg
 from PIL import Image
 
 from ganaug_jax import cli
+from ganaug_jax.data.sources import load_real
 from ganaug_jax.evaluate import downstream, protocol
 from ganaug_jax.train import outputs
+from ganaug_jax.train.generate import generate, labels_for, load_run_state
 
 TINY = ["--config.num_steps=2", "--config.batch_size=16", "--config.model.width=8",
         "--config.checkpoint_every=2", "--config.sample_every=0", "--config.data.per_class=3",
@@ -60,6 +64,62 @@ def test_evaluate_on_the_demo_run_matches_the_demo(demo_dir, tmp_path):
     demo = json.loads((demo_dir / "report" / "report.json").read_text())
     assert again["rows"] == demo["rows"]                           # same seeds, same bits
     assert again["quality"] == demo["quality"]
+
+
+def _fd_float64(a, b):
+    """Fréchet distance, float64, by a route other than the library's (eigh of
+    cov_a^1/2 cov_b cov_a^1/2). Many samples: scipy.linalg.sqrtm(cov_a cov_b). Fewer samples
+    n than features D (singular cov_a): with X the centred rows of `a`, cov_a = X'X / (n - 1)
+    and the non-zero eigenvalues of cov_a cov_b are those of the small PSD matrix
+    X cov_b X' / (n - 1) (rank <= n - 1; eigenvalues under the usual rank tolerance
+    n eps max|eig| are rounding noise, set to 0), so Tr((cov_a cov_b)^1/2) needs no D x D root."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    xa = a - a.mean(0)
+    cov_a, cov_b = xa.T @ xa / (len(a) - 1), np.cov(b, rowvar=False, ddof=1)
+    if len(a) > a.shape[1]:
+        trace_sqrt = np.trace(scipy.linalg.sqrtm(cov_a @ cov_b)).real
+    else:
+        small = xa @ cov_b @ xa.T / (len(a) - 1)
+        eig = np.linalg.eigvalsh((small + small.T) / 2)
+        eig[eig <= len(eig) * np.finfo(np.float64).eps * np.abs(eig).max()] = 0.0
+        trace_sqrt = np.sqrt(eig).sum()
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b)
+                 - 2 * trace_sqrt)
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # sqrtm: singular covariances
+def test_demo_sample_quality_recomputed_from_the_domain_features(demo_dir):
+    """The report's quality numbers from the domain classifier's features, rebuilt here: the
+    same synthetic set (checked against synthetic.npz), the classifier trained as documented
+    (full real training split, seed 0, the report's spec), FD in float64 by another route."""
+    report = json.loads((demo_dir / "report" / "report.json").read_text())
+    config, run, state = load_run_state(str(demo_dir / "gan"))
+    real = load_real(config.data)
+    full = ml_collections.ConfigDict(config.data.to_dict())
+    full.per_class, full.class_counts = 0, ""
+    real_full = load_real(full)
+    assert len(real_full.train["y"]) > len(real.train["y"]) == 30
+    synthetic = generate(run, state, labels=labels_for(2, run.num_classes),
+                         seed=protocol.EvaluateOptions().sample_seed)
+    with np.load(demo_dir / "report" / "synthetic.npz") as data:
+        stored = data["x"]
+    # to_uint8 by hand, float64: round((x + 1) * 127.5) clipped to [0, 255] (within 1 of it for
+    # values whose float32 rounding may fall on either side of a .5)
+    scaled = (synthetic["x"].astype(np.float64) + 1) * 127.5
+    diff = np.abs(stored.astype(int) - np.clip(np.round(scaled), 0, 255))
+    assert diff.max() <= 1 and np.all(diff[np.abs(scaled % 1 - 0.5) > 1e-4] == 0)
+    spec = downstream.ClassifierSpec(**report["domain_classifier"])
+    assert spec.steps == 5
+    domain = downstream.train_domain_classifier(real_full.train, run.num_classes, seed=0,
+                                                spec=spec)
+    f_fake, f_test = domain.features(synthetic["x"]), domain.features(real.test["x"])
+    f_train = domain.features(real_full.train["x"])
+    q = report["quality"]
+    assert q["fd"] == pytest.approx(_fd_float64(f_fake, f_test), rel=1e-6)
+    assert q["fd_floor_train_vs_test"] == pytest.approx(_fd_float64(f_train, f_test), rel=1e-6)
+    assert q["fd"] != pytest.approx(_fd_float64(f_fake, f_train), rel=1e-3)  # not vs train
+    accuracy = np.mean(domain.probabilities(real.test["x"]).argmax(-1) == real.test["y"])
+    assert q["domain_classifier_test_accuracy"] == accuracy
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -240,6 +240,45 @@ def test_label_smoothing_changes_only_mixed_arms_and_is_checked():
                             synthetic_label_smoothing=bad)
 
 
+def _run_arm_params(monkeypatch, arm, key, real, synthetic, test):
+    """run_arm's result and the parameters it scored (caught on their way to `predict`)."""
+    seen, predict = [], ds.predict
+
+    def spy(params, *args, **kwargs):
+        seen.append(params)
+        return predict(params, *args, **kwargs)
+    monkeypatch.setattr(ds, "predict", spy)
+    result = ds.run_arm(arm, key, real, synthetic, test, num_classes=2, spec=TINY)
+    monkeypatch.undo()
+    assert len(seen) == 1 and result["arm"] == arm
+    return result, seen[0]
+
+
+def test_classical_arms_train_through_the_classical_pipeline(monkeypatch):
+    # PROTOCOLS.md section 2: real+classical = real images through the classical pipeline,
+    # real+both = the real+gan mix, then the pipeline. Same key, same data: only the
+    # augmentation differs, so the trained parameters must differ from the plain arm's and
+    # equal those of the trainer built with `classical_augmentation()`.
+    real, synthetic, test = _toy(6, 4), _toy(6, 5), _toy(4, 6)
+    key = jax.random.key(1)
+    params = {arm: _run_arm_params(monkeypatch, arm, key, real, synthetic, test)[1]
+              for arm in ("real", "real+classical", "real+both")}
+    # real+gan's trainer: no augmentation, fraction 0.5, no smoothing (run_arm's defaults; the
+    # trainer the mixing test above compiled, so no compile here)
+    params["real+gan"] = ds.make_trainer(2, TINY, augment=None, synthetic_fraction=0.5)(
+        key, _device(real), _device(synthetic))
+    assert not _same(params["real+classical"], params["real"])
+    assert not _same(params["real+both"], params["real+gan"])
+    pipeline = ds.classical_augmentation()
+    for arm, fraction, data in (("real+classical", 0.0, None), ("real+both", 0.5, synthetic)):
+        train = ds.make_trainer(2, TINY, augment=pipeline, synthetic_fraction=fraction,
+                                synthetic_label_smoothing=0.0)  # run_arm's call: cached
+        assert _same(params[arm], train(key, _device(real), _device(data))), arm
+    # real+both reads the synthetic set it is given
+    _, other = _run_arm_params(monkeypatch, "real+both", key, real, _other(synthetic, 6), test)
+    assert not _same(other, params["real+both"])
+
+
 def test_real_arm_learns_a_separable_toy_problem():
     spec = ds.ClassifierSpec(steps=30, batch_size=16, width=8, learning_rate=1e-2, dropout=0.0)
     train_set, test_set = _toy(16, 10), _toy(20, 11)

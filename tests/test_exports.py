@@ -173,6 +173,71 @@ def test_truncation_changes_the_samples(digits_run):
         generate(run, state, num=4, seed=2, truncation=-0.5)
 
 
+# ---- pixels: to_uint8 and image_grid ----
+
+def uint8_reference(x) -> tuple[np.ndarray, np.ndarray]:
+    """(expected uint8, ambiguous mask): outputs.to_uint8's documented map [-1, 1] -> [0, 255],
+    values outside saturating, written in float64: clip(round((x + 1) * 127.5), 0, 255) with
+    round-to-nearest. `ambiguous` marks values within 1e-4 of a .5 tie, where the library's
+    float32 arithmetic may round to either side (|error| ~ 255 * 2^-24 = 1.5e-5)."""
+    scaled = (np.asarray(x, np.float64) + 1.0) * 127.5
+    with np.errstate(invalid="ignore"):  # inf - inf in the tie test of infinite inputs
+        ambiguous = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-4
+    return np.clip(np.floor(scaled + 0.5), 0, 255).astype(np.uint8), ambiguous & (np.abs(scaled) < 1e9)
+
+
+def assert_uint8_of(got, x):
+    """got == to_uint8(x) by the float64 reference: exact away from .5 ties, within 1 at them."""
+    expected, ambiguous = uint8_reference(x)
+    got = np.asarray(got)
+    assert got.dtype == np.uint8 and got.shape == expected.shape
+    diff = np.abs(got.astype(int) - expected.astype(int))
+    assert np.all(diff[~ambiguous] == 0) and np.all(diff <= 1)
+
+
+def test_to_uint8_against_the_float64_formula_with_saturation_and_rounding():
+    # exact anchors: -1 -> 0, 1 -> 255, 0 -> 127.5 -> 128 (the only tie in range; truncation
+    # would give 127), values scaled to k + 0.4 / k + 0.6 round down / up; saturation outside.
+    anchors = np.array([-1.0, 1.0, 0.0, 0.4 / 127.5 - 1, 0.6 / 127.5 - 1, 254.4 / 127.5 - 1,
+                        254.6 / 127.5 - 1, -1.001, -3.0, 1.001, 40.0, -np.inf, np.inf],
+                       np.float32)
+    np.testing.assert_array_equal(outputs.to_uint8(anchors),
+                                  [0, 255, 128, 0, 1, 254, 255, 0, 0, 255, 255, 0, 255])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1.3, 1.3, (50, 6, 5, 3)).astype(np.float32)  # ~23 % saturate
+    assert_uint8_of(outputs.to_uint8(x), x)
+    assert_uint8_of(outputs.to_uint8(x.astype(np.float64)), x)  # float64 input: same pixels
+    levels = np.arange(256)  # every level from its own grey value and 0.3 on either side
+    for offset in (0.0, -0.3, 0.3):
+        x = ((levels + offset) / 127.5 - 1).astype(np.float32)
+        np.testing.assert_array_equal(outputs.to_uint8(x), levels)
+
+
+def test_image_grid_places_sample_i_in_row_i_div_cols_column_i_mod_cols():
+    # (N, H, W, C) -> (rows (H + 1) + 1, cols (W + 1) + 1, C), cols = ceil(N / rows), samples
+    # filled row by row (the demo's "one row per class" passes each class's images in turn),
+    # 1-pixel white (255) borders, unused cells white.
+    rng = np.random.default_rng(1)
+    n, h, w, c, rows = 7, 3, 2, 3, 2
+    images = rng.uniform(-1.2, 1.2, (n, h, w, c)).astype(np.float32)
+    grid = outputs.image_grid(images, rows)
+    cols = 4
+    assert grid.dtype == np.uint8 and grid.shape == (rows * (h + 1) + 1, cols * (w + 1) + 1, c)
+    used = np.zeros(grid.shape[:2], bool)
+    for i in range(n):
+        top, left = 1 + (i // cols) * (h + 1), 1 + (i % cols) * (w + 1)
+        assert_uint8_of(grid[top:top + h, left:left + w], images[i])
+        used[top:top + h, left:left + w] = True
+    assert np.all(grid[~used] == 255)  # borders and the eighth (empty) cell
+    # one row per class: 3 classes x 4 images, rows=3 -> row k holds class k's images in order
+    per_class = rng.uniform(-1, 1, (3, 4, h, w, 1)).astype(np.float32)
+    grid = outputs.image_grid(per_class.reshape(12, h, w, 1), 3)
+    for k in range(3):
+        for j in range(4):
+            top, left = 1 + k * (h + 1), 1 + j * (w + 1)
+            assert_uint8_of(grid[top:top + h, left:left + w], per_class[k, j])
+
+
 # ---- exports ----
 
 @pytest.mark.parametrize("fmt, name", [("npz", "s.npz"), ("folder", "s"), ("tfds", "s_tfds")])
@@ -351,7 +416,7 @@ def test_cli_per_class_with_truncation(digits_run, tmp_path, capsys):
     samples, manifest = exports.read_export(out)
     expected = generate(digits_run.run, digits_run.state, labels=labels_for(3, 10), seed=4,
                         truncation=0.7)
-    np.testing.assert_array_equal(samples["x"], outputs.to_uint8(expected["x"]))
+    assert_uint8_of(samples["x"], expected["x"])
     np.testing.assert_array_equal(samples["y"], np.repeat(np.arange(10), 3))
     assert (manifest["truncation"], manifest["seed"], manifest["generator"]) == (0.7, 4, "ema")
     assert manifest["workdir"] == str(digits_run.workdir)

@@ -7,13 +7,16 @@ classifier trains for a few steps: the filters' logic does not need good models.
 
 import numpy as np
 import pytest
-from test_exports import _config, initial_run  # tiny-run helpers of the exports tests
+from test_exports import (  # tiny-run helpers of the exports tests, float64 to_uint8 reference
+    _config,
+    assert_uint8_of,
+    initial_run,
+)
 
 from ganaug_jax import cli
 from ganaug_jax.data import exports, filtering
 from ganaug_jax.evaluate import quality
 from ganaug_jax.evaluate.downstream import ClassifierSpec, train_domain_classifier
-from ganaug_jax.train import outputs
 from ganaug_jax.train.generate import generate, labels_for, load_run_state
 
 STEPS = 5  # the domain classifier's training steps, here and through --classifier-steps
@@ -153,7 +156,7 @@ def test_cli_filters_report_their_drops_in_the_summary_and_manifest(digits, mode
     samples, manifest = exports.read_export(out)
     assert manifest["filters"] == reports
     assert manifest["dropped"] == sum(r["dropped"] for r in reports) > 0
-    np.testing.assert_array_equal(samples["x"], outputs.to_uint8(expected["x"]))
+    assert_uint8_of(samples["x"], expected["x"])
     np.testing.assert_array_equal(samples["y"], LABELS)
     assert stdout.rstrip().endswith(f"ema generator; privacy filter dropped "
                                     f"{reports[0]['dropped']}; quality filter dropped "

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 from ganaug_jax import losses as L
 
@@ -186,21 +187,31 @@ def _problem(shape, seed=0):
     return w, real, fake
 
 
+def _documented_eps(key, real):
+    """gradient_penalty's documented weights: eps ~ U(0, 1) drawn from `key`, one per sample,
+    shape (N, 1, ..., 1), float32 (jax.random.uniform's default [0, 1) range)."""
+    return np.asarray(jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1),
+                                         jnp.float32), np.float64)
+
+
 def test_interpolation_weights_are_per_sample_uniform():
     key = jax.random.key(3)
-    real = jnp.zeros((64, 4, 4, 2))
-    eps = L._interpolation_weights(key, real)
+    eps = L._interpolation_weights(key, jnp.zeros((64, 4, 4, 2)))
     assert eps.shape == (64, 1, 1, 1) and eps.dtype == jnp.float32
-    assert 0.0 <= float(eps.min()) and float(eps.max()) <= 1.0
-    assert len(np.unique(np.asarray(eps))) == 64
-    np.testing.assert_array_equal(eps, jax.random.uniform(key, (64, 1, 1, 1)))
+    assert len(np.unique(np.asarray(eps))) == 64  # one independent weight per sample
+    # Distribution: 4096 weights against U(0, 1), Kolmogorov-Smirnov (scipy), reject at
+    # p < 1e-4; at this size a weight law off by a 0.1 shift or a square (eps^2) is rejected.
+    many = np.asarray(L._interpolation_weights(jax.random.key(4), jnp.zeros((4096, 3))))
+    assert many.shape == (4096, 1) and 0.0 <= many.min() and many.max() <= 1.0
+    assert stats.kstest(many[:, 0], "uniform").pvalue > 1e-4
+    assert stats.kstest(many[:, 0] ** 2, "uniform").pvalue < 1e-4  # the test has the power
 
 
 @pytest.mark.parametrize("kind", sorted(SHAPES))
 def test_gradient_penalty_matches_closed_form(kind):
     w, real, fake = _problem(SHAPES[kind])
     key = jax.random.key(1)
-    eps = np.asarray(L._interpolation_weights(key, jnp.asarray(real, jnp.float32)), np.float64)
+    eps = _documented_eps(key, real)
     x_hat = eps * real + (1 - eps) * fake
     norms = np.linalg.norm(_np_input_grads(w, x_hat), axis=1)
     assert norms.std() > 0.05 and abs(norms.mean() - 1) > 0.05  # a non-trivial case
@@ -217,7 +228,7 @@ def test_gradient_penalty_matches_closed_form(kind):
 def test_gradient_penalty_param_gradient_matches_finite_differences(kind):
     w, real, fake = _problem(SHAPES[kind], seed=1)
     key = jax.random.key(5)
-    eps = np.asarray(L._interpolation_weights(key, jnp.asarray(real, jnp.float32)), np.float64)
+    eps = _documented_eps(key, real)
     x_hat = eps * real + (1 - eps) * fake
     want = _central_differences(lambda v: _np_gp(v, x_hat), w)
     r32, f32 = jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32)

@@ -223,6 +223,49 @@ def test_quality_report_with_the_training_set_as_fake():
     assert (report["precision"], report["recall"]) == (pr["precision"], pr["recall"])
 
 
+def _scipy_fd(a, b):
+    """FD from the textbook formula with scipy.linalg.sqrtm, float64."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False, ddof=1), np.cov(b, rowvar=False, ddof=1)
+    root = scipy.linalg.sqrtm(cov_a @ cov_b).real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+def test_quality_report_fields_use_the_documented_sets():
+    # Three distinct sets, so that every field would change if it read the wrong one: the fake
+    # set copies 25 training rows (memorised) and adds 35 shifted points.
+    rng = np.random.default_rng(10)
+    train = rng.normal(size=(80, 5))
+    test = 0.3 + 1.2 * rng.normal(size=(70, 5))
+    fake = np.concatenate([train[:25], 1.0 + 0.8 * rng.normal(size=(35, 5))])
+    report = quality.quality_report(train, test, fake, k=3)
+    # Docstring: fd = FD(fake, test), fd_floor = FD(train, test), precision / recall of fake
+    # against test, memorisation = fake vs train, memorisation_floor = test vs train.
+    expected = {"fd": _scipy_fd(fake, test), "fd_floor": _scipy_fd(train, test),
+                **_brute_precision_recall(test, fake, 3),
+                "memorisation": _brute_memorised(fake, train).mean(),
+                "memorisation_floor": _brute_memorised(test, train).mean()}
+    assert set(report) == set(expected)
+    for name in ("fd", "fd_floor"):
+        assert report[name] == pytest.approx(expected[name], rel=1e-9), name
+    for name in ("precision", "recall", "memorisation", "memorisation_floor"):
+        assert report[name] == expected[name], name  # shares of counts: exact
+    # ... and the wrong sets give other values (each swap a plausible slip)
+    wrong = {"fd": [_scipy_fd(fake, train), _scipy_fd(train, test)],
+             "fd_floor": [_scipy_fd(fake, test), _scipy_fd(fake, train)],
+             "precision": [_brute_precision_recall(train, fake, 3)["precision"],
+                           _brute_precision_recall(fake, test, 3)["precision"]],
+             "recall": [_brute_precision_recall(train, fake, 3)["recall"],
+                        _brute_precision_recall(fake, test, 3)["recall"]],
+             "memorisation": [_brute_memorised(fake, test).mean(),
+                              _brute_memorised(train, fake).mean()],
+             "memorisation_floor": [_brute_memorised(fake, train).mean(),
+                                    _brute_memorised(train, test).mean()]}
+    for name, values in wrong.items():
+        for value in values:
+            assert abs(report[name] - value) > 0.02, (name, report[name], value)
+
+
 # ---- feature extractors ----
 
 EXTRACTORS = '''
