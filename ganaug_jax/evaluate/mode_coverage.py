@@ -10,9 +10,14 @@ import numpy as np
 
 def mode_coverage(samples: np.ndarray, means: np.ndarray, std: float) -> dict:
     """samples (S, 2), means (K, 2) -> {'modes', 'num_modes', 'high_quality', 'reverse_kl'}."""
-    samples = np.asarray(samples, np.float64)
-    if samples.ndim != 2 or samples.shape[1] != means.shape[1]:
-        raise ValueError(f"samples must have shape (S, {means.shape[1]}), got {samples.shape}")
+    samples, means = np.asarray(samples, np.float64), np.asarray(means, np.float64)
+    if means.ndim != 2 or not len(means):
+        raise ValueError(f"means must have shape (K, D) with K >= 1, got {means.shape}")
+    if samples.ndim != 2 or samples.shape[1] != means.shape[1] or not len(samples):
+        raise ValueError(f"samples must have shape (S, {means.shape[1]}) with S >= 1, "
+                         f"got {samples.shape}")
+    if not std > 0:
+        raise ValueError(f"std must be > 0, got {std}")
     distances = np.linalg.norm(samples[:, None, :] - means[None, :, :], axis=-1)
     nearest = distances.argmin(axis=1)
     good = distances[np.arange(len(samples)), nearest] <= 3 * std
