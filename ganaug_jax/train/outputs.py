@@ -97,7 +97,8 @@ def image_grid(images: np.ndarray, rows: int) -> np.ndarray:
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-    """[-1, 1] float -> uint8 [0, 255] (values outside [-1, 1] saturate)."""
+    """[-1, 1] float -> uint8 [0, 255]: (x + 1) * 127.5 in float32, rounded to the nearest
+    integer (ties to even, np.round); values outside [-1, 1] saturate at 0 and 255."""
     return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
