@@ -1,7 +1,8 @@
-"""Properties of ganaug_jax.augment: API shape, randomness, p, jit/vmap/grad, fusion, sharding,
-bad input. Per-op numerical references live in test_augment_reference.py."""
+"""Properties of ganaug_jax.augment: API shape, randomness, p, parameter laws, jit/vmap/grad,
+fusion, sharding, bad input. Per-op numerical references live in test_augment_reference.py."""
 
 import contextlib
+import functools
 import inspect
 
 import jax
@@ -189,6 +190,141 @@ def test_changing_p_does_not_recompile(rgb_batch):
     assert len(traces) == 1
 
 
+# ---- parameter laws and per-op probabilities ----
+
+N_DRAWS = 4000  # samples per law: a binomial fraction to +-4 sigma <= 0.032, KS at p > 1e-3
+
+
+def _draws(pipe, shape, p, seed=0):
+    """[(op, params as float64 NumPy, applied (N,) bool)] for one batch of `shape`."""
+    # jitted: eager dispatch would compile each of the draws' small ops for this shape
+    sample = jax.jit(lambda key, p: _specs.sample(pipe.ops, key, shape, p))
+    drawn = sample(jax.random.key(seed), jnp.float32(p))
+    return [(o, {k: np.asarray(v, np.float64) for k, v in q.items()}, np.asarray(a))
+            for (q, a), o in zip(drawn, pipe.ops)]
+
+
+def _check_fraction(applied, probability, what):
+    """The applied fraction of N independent draws is binomial: within 4 sigma of its mean."""
+    sigma = np.sqrt(probability * (1 - probability) / applied.size)
+    assert abs(applied.mean() - probability) < 4 * sigma, (what, applied.mean(), probability)
+
+
+def _check_law(values, cdf, what):
+    """Kolmogorov-Smirnov against a continuous law; fixed keys, so p > 1e-3 is a fixed margin."""
+    assert values.size > 500, (what, values.size)
+    pvalue = stats.kstest(values, cdf).pvalue
+    assert pvalue > 1e-3, (what, pvalue)
+
+
+def _check_discrete(values, probabilities, what):
+    """Chi-square goodness of fit of integer values to {value: probability}, and no others."""
+    support = sorted(probabilities)
+    assert set(np.unique(values).astype(int)) <= set(support), (what, np.unique(values))
+    counts = np.array([(values == k).sum() for k in support])
+    expected = np.array([probabilities[k] for k in support]) * values.size
+    assert np.isclose(expected.sum(), values.size)
+    assert stats.chisquare(counts, expected).pvalue > 1e-3, (what, counts, expected)
+
+
+def _rounded_uniform_law(half_width):
+    """{k: P(round(U(-a, a)) = k)}, a = half_width: the share of [-a, a] within k +- 1/2."""
+    top = int(np.floor(half_width + 0.5))
+    return {k: (min(k + 0.5, half_width) - max(k - 0.5, -half_width)) / (2 * half_width)
+            for k in range(-top, top + 1)}
+
+
+def test_ada_bgc_per_op_probabilities_and_parameter_laws():
+    """StyleGAN2-ADA's mapping of p to each op (the presets' documentation): p / 2 for xflip and
+    luma flip, 3p / 4 for rot90 (k uniform in {1, 2, 3}), 1 - sqrt(1 - p) for each rotation (so
+    that some rotation happens with probability p), p for the others; and each parameter's law
+    among the samples the op is applied to; identity parameters elsewhere."""
+    p, h, w = 0.6, 24, 40
+    draws = _draws(A.ada(pipes="bgc"), (N_DRAWS, h, w, 3), p)
+    assert [o.name for o, _, _ in draws] == [
+        "flip_left_right", "rot90", "translate", "scale", "rotate", "anisotropic_scale", "rotate",
+        "translate", "brightness", "contrast", "luma_flip", "hue", "saturation"]
+    p_rotation = 1 - np.sqrt(1 - p)
+    normal, uniform = stats.norm.cdf, stats.uniform(-1, 2).cdf  # uniform on [-1, 1]
+    expected = [p / 2, 3 * p / 4, p, p, p_rotation, p, p_rotation, p, p, p, p / 2, p, p]
+    for (o, params, applied), probability in zip(draws, expected):
+        _check_fraction(applied, probability, o.name)
+        for name, value in o.identity.items():  # not applied: the op's identity, exactly
+            np.testing.assert_array_equal(params[name][~applied], float(value), err_msg=o.name)
+    (_, flip, a_flip), (_, rot90, a_rot90), (_, xint, a_xint), (_, iso, a_iso), \
+        (_, rot1, a_rot1), (_, aniso, a_aniso), (_, rot2, a_rot2), (_, xfrac, a_xfrac), \
+        (_, bright, a_bright), (_, contrast, a_contrast), (_, luma, a_luma), (_, hue, a_hue), \
+        (_, sat, a_sat) = draws
+    assert flip["mask"][a_flip].all() and luma["mask"][a_luma].all()  # applied = flipped
+    _check_discrete(rot90["k"][a_rot90], {1: 1 / 3, 2: 1 / 3, 3: 1 / 3}, "rot90 k")
+    # blit's integer translation round(U(-1/8, 1/8) * size), per axis with its own size.
+    _check_discrete(xint["dx"][a_xint], _rounded_uniform_law(w / 8), "xint dx")
+    _check_discrete(xint["dy"][a_xint], _rounded_uniform_law(h / 8), "xint dy")
+    _check_law(np.log2(iso["factor"][a_iso]) / 0.2, normal, "scale: 2**N(0, 0.2)")
+    _check_law(np.log2(aniso["factor"][a_aniso]) / 0.2, normal, "aniso: 2**N(0, 0.2)")
+    for rotation, applied in ((rot1, a_rot1), (rot2, a_rot2)):
+        _check_law(rotation["degrees"][applied] / 180, uniform, "rotation U(-180, 180)")
+    _check_fraction(a_rot1 | a_rot2, p, "some rotation")  # and the two are independent
+    _check_fraction(a_flip & a_rot90, p / 2 * 3 * p / 4, "xflip and rot90")
+    _check_law(xfrac["dx"][a_xfrac] / (w / 8), normal, "xfrac dx: N(0, 1/8) * W")
+    _check_law(xfrac["dy"][a_xfrac] / (h / 8), normal, "xfrac dy: N(0, 1/8) * H")
+    both = a_xfrac
+    assert abs(np.corrcoef(xfrac["dx"][both], xfrac["dy"][both])[0, 1]) < 4 / np.sqrt(both.sum())
+    _check_law(bright["delta"][a_bright] / 0.2, normal, "brightness N(0, 0.2)")
+    _check_law(np.log2(contrast["factor"][a_contrast]) / 0.5, normal, "contrast 2**N(0, 0.5)")
+    _check_law(hue["degrees"][a_hue] / 180, uniform, "hue U(-180, 180)")
+    _check_law(np.log2(sat["factor"][a_sat]), normal, "saturation 2**N(0, 1)")
+
+
+def test_ada_filter_noise_cutout_probabilities_and_parameter_laws():
+    """'filter': each of the 4 bands is drawn with probability p, gain 2**N(0, 1); the gains
+    (N, 4) are the band draws t up to a common factor (the renormalisations), so
+    log2(g_0 / g_1) = log2 t_0 - log2 t_1 is 0 when neither band was drawn ((1 - p)**2), N(0, 1)
+    when one was, N(0, 2) when both were. 'noise': std |N(0, 0.1)| and a standard normal field.
+    'cutout': a half-size box at a U(0, 1)**2 centre."""
+    p, h, w = 0.6, 4, 6
+    draws = _draws(A.ada(pipes="filter,noise,cutout"), (N_DRAWS, h, w, 1), p, seed=1)
+    assert [o.name for o, _, _ in draws] == ["ada_filter", "noise", "cutout"]
+    (_, filt, a_filt), (_, noise, a_noise), (_, cut, a_cut) = draws
+    _check_fraction(a_filt, 1 - (1 - p) ** 4, "filter: some band")
+    ratio = np.log2(filt["gains"][:, 0] / filt["gains"][:, 1])
+    _check_fraction(ratio == 0, (1 - p) ** 2, "filter: neither band 0 nor 1")
+    one, two = 2 * p * (1 - p), p ** 2
+    _check_law(ratio[ratio != 0], lambda x: (one * stats.norm.cdf(x)
+                                             + two * stats.norm.cdf(x / np.sqrt(2))) / (one + two),
+               "filter: log2 gain ratio")
+    _check_fraction(a_noise, p, "noise")
+    np.testing.assert_array_equal(noise["std"][~a_noise], 0.0)
+    _check_law(noise["std"][a_noise] / 0.1, stats.halfnorm.cdf, "noise std |N(0, 0.1)|")
+    _check_law(noise["noise"][:200].ravel(), stats.norm.cdf, "noise field N(0, 1)")
+    _check_fraction(a_cut, p, "cutout")
+    np.testing.assert_array_equal(cut["height"][a_cut], 0.5)
+    np.testing.assert_array_equal(cut["width"][a_cut], 0.5)
+    np.testing.assert_array_equal(cut["height"][~a_cut], 0.0)  # no box where not applied
+    for axis in ("center_y", "center_x"):
+        _check_law(cut[axis][a_cut], stats.uniform.cdf, f"cutout {axis} U(0, 1)")
+
+
+def test_diffaugment_parameter_laws():
+    """DiffAugment (every op on every sample at p = 1): brightness U(-0.5, 0.5), saturation
+    U(0, 2), contrast U(0.5, 1.5); translation whole pixels uniform in [-s, s] per axis,
+    s = int(size / 8 + 0.5); cutout a box of int(size / 2 + 0.5) pixels per axis."""
+    h, w = 24, 40
+    draws = _draws(A.diffaugment(), (N_DRAWS, h, w, 3), 1.0, seed=2)
+    assert [o.name for o, _, _ in draws] == ["brightness", "saturation", "contrast", "translate",
+                                             "cutout"]
+    assert all(applied.all() for _, _, applied in draws)
+    (_, bright, _), (_, sat, _), (_, contrast, _), (_, shift, _), (_, cut, _) = draws
+    _check_law(bright["delta"], stats.uniform(-0.5, 1).cdf, "brightness U(-0.5, 0.5)")
+    _check_law(sat["factor"], stats.uniform(0, 2).cdf, "saturation U(0, 2)")
+    _check_law(contrast["factor"], stats.uniform(0.5, 1).cdf, "contrast U(0.5, 1.5)")
+    for axis, size in (("dx", w), ("dy", h)):
+        s = int(size / 8 + 0.5)
+        _check_discrete(shift[axis], {k: 1 / (2 * s + 1) for k in range(-s, s + 1)}, axis)
+    for extent, size in (("height", h), ("width", w)):
+        np.testing.assert_array_equal(cut[extent] * size, int(size / 2 + 0.5), err_msg=extent)
+
+
 # ---- transformations ----
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -211,10 +347,17 @@ def test_vmap_equals_loop(rgb_batch):
 
 
 def test_bfloat16_in_bfloat16_out(rgb_batch):
-    out = A.preset("ada:bgc")(jax.random.key(0), jnp.asarray(rgb_batch, jnp.bfloat16), 1.0)
+    images = jnp.asarray(rgb_batch, jnp.bfloat16)
+    out = A.preset("ada:bgc")(jax.random.key(0), images, 1.0)
     assert out.dtype == jnp.bfloat16
-    ref = A.preset("ada:bgc")(jax.random.key(0), rgb_batch, 1.0)
-    np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref), atol=0.05)
+    # The float32 pipeline on the same (bfloat16-representable) values: a bfloat16 pipeline
+    # computes in float32 and rounds once, at the end, to the nearest bfloat16. With 8
+    # significant bits, steps are at most 2**-7 |value|, so that one rounding errs by at most
+    # 2**-8 |value|; plus 1e-5 for float32 differences between the two programs.
+    ref = A.preset("ada:bgc")(jax.random.key(0), images.astype(jnp.float32), 1.0)
+    np.testing.assert_allclose(np.asarray(out, np.float64), np.asarray(ref, np.float64),
+                               rtol=2.0 ** -8, atol=1e-5)
+    assert float(jnp.max(jnp.abs(ref - images.astype(jnp.float32)))) > 0.1  # the ops acted
 
 
 # ---- fusion ----
@@ -253,10 +396,80 @@ def _sequential(ops, params, images, border="reflect"):
     return np.asarray(x)
 
 
-def _fused(ops, key, images, border="reflect"):
+def _fused(ops, key, images, border="reflect", p=1.0):
     pipe = A.make_pipeline(ops, border=border)
-    params = [q for q, _ in _specs.sample(ops, key, images.shape, jnp.float32(1.0))]
-    return np.asarray(pipe(key, images, 1.0)), params
+    params = [q for q, _ in _specs.sample(ops, key, images.shape, jnp.float32(p))]
+    return np.asarray(pipe(key, images, p)), params
+
+
+@functools.lru_cache(maxsize=None)
+def _astronaut_non_square():
+    """Eight real RGB images, 36 x 52 (non-square), float32 in [-1, 1]: four crops of
+    scikit-image's astronaut and the same turned by 180 degrees."""
+    from skimage import data, transform
+    a = data.astronaut()
+    crops = [a[0:300, 50:483], a[150:450, 0:433], a[200:500, 79:512], a[60:360, 40:473]]
+    small = np.stack([transform.resize(c, (36, 52), anti_aliasing=True) for c in crops])
+    small = (small * 2.0 - 1.0).astype(np.float32)
+    return np.concatenate([small, small[:, ::-1, ::-1]])
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["kernel", "pure_jax"])
+def test_geometry_then_colour_equals_sequential(fast):
+    """One resample with the colour ops fused into it (contrast through the warp's channel
+    means and the mean slope, twice, once after a luma flip) equals rotating, then applying
+    each colour op in turn with its deterministic function, on non-square real images; at
+    p = 0.7, so that some samples get the colour ops without the rotation and vice versa."""
+    images = _astronaut_non_square()
+    ops = [A.op("rotate", max_degrees=40.0), A.op("brightness", max_delta=0.3),
+           A.op("contrast", factor_range=(0.5, 1.5)), A.op("hue", max_degrees=90.0),
+           A.op("saturation", factor_range=(0.3, 1.8)), A.op("luma_flip"),
+           A.op("contrast", factor_range=(0.6, 1.4))]
+    key, p = jax.random.key(8), 0.7
+    applied = np.array([np.asarray(a) for _, a in _specs.sample(ops, key, images.shape,
+                                                                  jnp.float32(p))])
+    rotated, contrasted = applied[0], applied[2] | applied[6]  # a mix of applied ops:
+    assert (rotated & contrasted).any() and (~rotated & contrasted).any() and (~applied[5]).any()
+    with contextlib.nullcontext() if fast else A.without_fast_kernels():
+        # jitted: one compile, where eager dispatch compiles each small op for a new shape
+        fused = np.asarray(jax.jit(A.make_pipeline(ops))(key, images, p))
+    params = [q for q, _ in _specs.sample(ops, key, images.shape, jnp.float32(p))]
+    sequential = _sequential(ops, params, images)
+    # The same rotation resample, then one colour matrix and mean slope versus six passes:
+    # float32 rounding of a few products of values |x| < 4 (errors ~6e-7 seen): atol 1e-5.
+    np.testing.assert_allclose(fused, sequential, rtol=0, atol=1e-5)
+    assert np.abs(fused - images).max() > 0.5  # the ops acted
+
+
+def test_ada_bgc_equals_one_resample_then_sequential_colour(rgb_batch):
+    """The whole 'ada:bgc' preset against an independent composition: the product of its
+    geometric ops' matrices applied by affine_transform, then its colour ops one by one with
+    their deterministic functions (contrast about the mean of the warped image). (The pure-JAX
+    path of the same fused pass is compared above.)"""
+    images = rgb_batch
+    pipe = A.ada(pipes="bgc")
+    key, p = jax.random.key(2), jnp.float32(0.9)
+    out = np.asarray(jax.jit(pipe)(key, images, p))
+    drawn = _specs.sample(pipe.ops, key, images.shape, p)
+    n, h, w, _ = images.shape
+    matrix = np.eye(3)[None].repeat(n, 0)
+    colour_ops, colour_params = [], []
+    for (params, _), o in zip(drawn, pipe.ops):
+        if o.kind == _specs.GEOMETRIC:
+            matrix = matrix @ np.asarray(o.build(params, h, w), np.float64)
+        else:
+            colour_ops.append(o)
+            colour_params.append(params)
+    assert [o.name for o in colour_ops] == ["brightness", "contrast", "luma_flip", "hue",
+                                            "saturation"]
+    warped = A.affine_transform(images, _centred_to_topleft(matrix, h, w))
+    reference = _sequential(colour_ops, colour_params, warped)
+    # Bilinear warps of float32-rounded matrices (~1e-5 px, gradients <= 2 / px), through
+    # colour matrices of gain up to ~5 (saturation 2**N(0, 1)); errors up to 1.5e-5 seen:
+    # atol 1e-4, the bilinear tolerance of the per-op references.
+    np.testing.assert_allclose(out, reference, rtol=0, atol=1e-4)
+    applied = np.array([np.asarray(a) for _, a in drawn])
+    assert applied[:8].any(0).all() and applied[9].all()  # every sample warped, contrasted
 
 
 def test_fused_colour_equals_sequential(rgb_batch):
@@ -399,6 +612,9 @@ def test_gradient_of_a_permutation_is_the_inverse_permutation(rgb_batch):
     lambda x: A.adjust_contrast(A.adjust_saturation(x, jnp.array([0.3, 1.7])), jnp.array([1.4, 0.6])),
     lambda x: A.gaussian_blur(x, jnp.array([0.8, 1.5]), radius=4),
     lambda x: A.preset("ada:bgcf")(jax.random.key(1), x, 1.0),
+    # Whole-pixel shifts and a box for this key (nonzero shifts, boxes inside): a linear map of
+    # x with fixed parameters, so the derivative exists everywhere and equals the difference.
+    lambda x: A.preset("diffaugment:translation,cutout")(jax.random.key(1), x, 1.0),
 ])
 def test_gradients_match_finite_differences(fn, rgb_batch):
     x = jnp.asarray(rgb_batch[:2, :12, :12])
@@ -471,6 +687,54 @@ def test_diffaugment_translation_is_whole_pixels_within_an_eighth():
     shifts = size // 2 - np.round(centre)
     assert np.allclose(centre, np.round(centre), atol=1e-4)  # whole pixels, no interpolation
     assert set(np.unique(shifts).astype(int)) == set(range(-4, 5))  # int(32 / 8 + 0.5) = 4
+
+
+def test_diffaugment_translation_shifts_each_axis_by_up_to_an_eighth_of_its_own_size():
+    """Non-square images (H 24, W 40) with a column code and a row code in two channels, so
+    that swapping the axes, or their ranges, fails: content moves by whole pixels dx in
+    [-5, 5] (int(40 / 8 + 0.5)) and dy in [-3, 3] (int(24 / 8 + 0.5)), every value occurring,
+    with zero fill where it leaves the image."""
+    n, h, w = 1024, 24, 40
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ramp = np.stack([(xs + 1) / w, (ys + 1) / h], -1)  # > 0: distinct from the zero fill
+    images = np.ascontiguousarray(np.broadcast_to(ramp, (n, h, w, 2)))
+    out = np.asarray(jax.jit(A.diffaugment(policy="translation"))(jax.random.key(0), images, 1.0))
+    # The source pixel seen at the centre gives each sample's shift.
+    cy, cx = h // 2, w // 2
+    column, row = out[:, cy, cx, 0] * w - 1, out[:, cy, cx, 1] * h - 1
+    np.testing.assert_allclose(column, np.round(column), atol=1e-4)  # whole pixels: float32 codes
+    np.testing.assert_allclose(row, np.round(row), atol=1e-4)
+    dx, dy = cx - np.round(column).astype(int), cy - np.round(row).astype(int)
+    sx, sy = int(w / 8 + 0.5), int(h / 8 + 0.5)
+    assert set(dx) == set(range(-sx, sx + 1)) and set(dy) == set(range(-sy, sy + 1))
+    for i in range(n):  # and the whole image is that shift: out[y, x] = in[y - dy, x - dx] or 0
+        padded = np.pad(ramp, ((sy, sy), (sx, sx), (0, 0)))
+        top, left = sy - dy[i], sx - dx[i]
+        np.testing.assert_array_equal(out[i], padded[top:top + h, left:left + w],
+                                      err_msg=f"dx={dx[i]}, dy={dy[i]}")
+
+
+def test_diffaugment_cutout_boxes_are_half_of_each_side_at_every_offset():
+    """Non-square images (H 24, W 40): each zeroed region is one axis-aligned box of
+    int(24 / 2 + 0.5) = 12 rows by 20 columns, clipped at the borders, and the boxes' spans take
+    exactly DiffAugment's offsets: start = offset - size // 2, offset uniform in
+    [0, side + 1 - size % 2)."""
+    n, h, w = 1024, 24, 40
+    images = np.ones((n, h, w, 1), np.float32)
+    out = np.asarray(jax.jit(A.diffaugment(policy="cutout"))(jax.random.key(1), images, 1.0))
+    zero = out[..., 0] == 0
+    assert ((out[..., 0] == 0) | (out[..., 0] == 1)).all()
+    rows, cols = zero.any(axis=2), zero.any(axis=1)
+    np.testing.assert_array_equal(zero, rows[:, :, None] & cols[:, None, :])  # a box
+    for spans, side in ((rows, h), (cols, w)):
+        box = int(side * 0.5 + 0.5)
+        first = spans.argmax(axis=1)
+        last = side - 1 - spans[:, ::-1].argmax(axis=1)
+        np.testing.assert_array_equal(spans.sum(axis=1), last - first + 1)  # contiguous
+        assert spans.sum(axis=1).max() == box  # unclipped boxes: half the side
+        expected = {(max(0, o - box // 2), min(side - 1, o - box // 2 + box - 1))
+                    for o in range(side + 1 - box % 2)}
+        assert set(zip(first.tolist(), last.tolist())) == expected, side
 
 
 def test_diffaugment_cutout_zeroes_half_size_squares():

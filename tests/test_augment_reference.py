@@ -4,20 +4,26 @@ multispectral stack).
 
 References: NumPy (flips, rot90, integer shifts, cutout, colour maths, gamma, noise),
 scipy.ndimage (shift / affine_transform with order 1 or 0 and the matching border mode,
-gaussian_filter), scikit-image (rotate), PIL (bilinear box resize) and
-scipy.spatial.transform.Rotation (hue). Each batch holds N = 4 different images with four
-different per-sample parameters, so per-sample handling is checked too.
+gaussian_filter, correlate1d for StyleGAN2-ADA's band filter), scikit-image (rotate), PIL
+(bilinear box resize) and scipy.spatial.transform.Rotation (hue). Each batch holds N = 4
+different images with four different per-sample parameters, so per-sample handling is checked
+too.
 
 Border modes map to scipy.ndimage as: 'reflect' -> 'reflect' (half-sample symmetric),
 'edge' -> 'nearest', 'constant' -> 'grid-constant' (out-of-image neighbours of a sample take
 the fill value). Interpolation 'bilinear' -> order=1, 'nearest' -> order=0; nearest samples are
 compared only where the float64 source coordinate is not within 1e-3 of a .5 tie.
 
+The geometric tests taking the `path` fixture run twice: through the XLA:CPU kernel (where it
+was built) and under `without_fast_kernels()`, the pure-JAX path that GPUs and TPUs run, against
+the same references and tolerances.
+
 Tolerances (stated at each comparison): pixel copies are bit-exact; colour ops ~1e-5 (float32
 arithmetic vs float64); bilinear warps 1e-4 (float32 source coordinates, error ~1e-5 px times
 a gradient of at most 2 per px).
 """
 
+import contextlib
 import functools
 
 import jax
@@ -29,6 +35,7 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from ganaug_jax import augment as A
+from ganaug_jax.augment import _filters, _pixel, _specs, _warp
 
 N = 4
 BORDERS = ("reflect", "edge", "constant")
@@ -100,6 +107,45 @@ def run(name, *args, **static):
 
 def f32(x):
     return np.asarray(x, np.float32)
+
+
+# ---- the two implementations of the resample ----
+
+# Cases that also run on the pure-JAX path: eager op-by-op dispatch compiles each of its small
+# ops once per image shape, border and interpolation (~3 s a shape for the six pairs), so one
+# shape, non-square RGB, with every border and interpolation. The pure-JAX resample has no
+# per-channel-count code, unlike the kernel.
+PURE_JAX_CASES = ("coffee",)
+
+
+def cases_and_paths(names):
+    """(name, path) parameters: every case through the kernel, PURE_JAX_CASES also pure JAX."""
+    return [pytest.param(n, p, id=f"{p}-{n}") for n in names for p in ("kernel", "pure_jax")
+            if p == "kernel" or n in PURE_JAX_CASES]
+
+
+@pytest.fixture
+def path(request, monkeypatch):
+    """Runs the test body through the C++ kernel (the eager CPU default where it was built) or
+    the pure-JAX resample (`without_fast_kernels()`, what other platforms lower to). The ops
+    run eagerly (see `run`), so the context decides the path of every call in the body; the
+    kernel's entry point is counted to check that each run took the path it names."""
+    A.fast_kernels_available()  # its one-off self-test calls the kernel: run it before counting
+    calls = []
+    kernel = _warp._kernel
+
+    def counted(*args):
+        calls.append(1)
+        return kernel(*args)
+
+    monkeypatch.setattr(_warp, "_kernel", counted)
+    pure = getattr(request, "param", "kernel") == "pure_jax"
+    with A.without_fast_kernels() if pure else contextlib.nullcontext():
+        yield "pure_jax" if pure else "kernel"
+    if pure:
+        assert not calls, "the pure-JAX run called the C++ kernel"
+    elif A.fast_kernels_available():
+        assert calls, "the kernel run never called the C++ kernel"
 
 
 # ---- geometric references ----
@@ -194,7 +240,8 @@ def test_rot90(name):
 
 @pytest.mark.parametrize("border", BORDERS)
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
-def test_identity_parameters_are_exact(border, interpolation):
+@pytest.mark.parametrize("path", ["kernel", "pure_jax"], indirect=True)
+def test_identity_parameters_are_exact(border, interpolation, path):
     x = case("coffee")
     kw = dict(border=border, interpolation=interpolation, fill=FILL)
     zeros, ones = np.zeros(N, np.float32), np.ones(N, np.float32)
@@ -221,8 +268,8 @@ def _integer_shifts(h, w):
 
 @pytest.mark.parametrize("border", BORDERS)
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
-@pytest.mark.parametrize("name", CASES)
-def test_translate_integer_is_exact(name, border, interpolation):
+@pytest.mark.parametrize("name, path", cases_and_paths(CASES), indirect=["path"])
+def test_translate_integer_is_exact(name, border, interpolation, path):
     x = case(name)
     _, h, w, _ = x.shape
     dx, dy = _integer_shifts(h, w)
@@ -275,8 +322,8 @@ def _rotation(deg):
 
 @pytest.mark.parametrize("border", BORDERS)
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
-@pytest.mark.parametrize("name", CASES)
-def test_rotate_against_scipy(name, border, interpolation):
+@pytest.mark.parametrize("name, path", cases_and_paths(CASES), indirect=["path"])
+def test_rotate_against_scipy(name, border, interpolation, path):
     x = case(name)
     _, h, w, _ = x.shape
     out = run("rotate", x, DEGREES, border=border, interpolation=interpolation, fill=FILL)
@@ -364,8 +411,9 @@ def _random_matrices(h, w, seed=0):
 
 @pytest.mark.parametrize("border", BORDERS)
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
-@pytest.mark.parametrize("name", ("coffee", "camera", "multispectral"))
-def test_affine_transform_per_sample(name, border, interpolation):
+@pytest.mark.parametrize("name, path", cases_and_paths(("coffee", "camera", "multispectral")),
+                         indirect=["path"])
+def test_affine_transform_per_sample(name, border, interpolation, path):
     x = case(name)
     _, h, w, _ = x.shape
     m = _random_matrices(h, w)
@@ -412,8 +460,8 @@ def test_crop_and_resize_against_pil(name):
 
 @pytest.mark.parametrize("border", BORDERS)
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
-@pytest.mark.parametrize("name", ("coffee", "digits"))
-def test_crop_and_resize_against_scipy(name, border, interpolation):
+@pytest.mark.parametrize("name, path", cases_and_paths(("coffee", "digits")), indirect=["path"])
+def test_crop_and_resize_against_scipy(name, border, interpolation, path):
     """Boxes reaching outside the image, and one larger than it, with every border."""
     x = case(name)
     _, h, w, _ = x.shape
@@ -594,6 +642,78 @@ def test_gaussian_blur_radius_larger_than_the_image():
                                                      truncate=11 / s)
         np.testing.assert_allclose(out[i], ref, rtol=0, atol=1e-5,  # float32 taps: atol 1e-5
                                    err_msg=f"gaussian_blur sigma={s}, radius=11")
+
+
+# ---- StyleGAN2-ADA's band filter (the 'filter' pipe) ----
+
+def test_ada_filter_bank_splits_unity_into_its_documented_bands():
+    bank = _filters.ada_filter_bank()
+    bands, k = bank.shape
+    assert bands == 4 and k % 2 == 1
+    impulse = np.eye(1, k, k // 2)[0]
+    # The four bands sum to a unit impulse. The published 17-digit sym2 taps (pywt, which
+    # StyleGAN2-ADA copies) are orthonormal to ~1e-13; three cascaded stages: atol 1e-10.
+    np.testing.assert_allclose(bank.sum(axis=0), impulse, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(bank, bank[:, ::-1], rtol=0, atol=1e-15)  # symmetric: zero phase
+    # Zero-phase responses H_b(w) = sum_j bank[b, j] cos(w (j - k // 2)), float64.
+    freqs = np.linspace(0.0, np.pi, 2049)
+    response = bank @ np.cos(np.outer(np.arange(k) - k // 2, freqs))
+    np.testing.assert_allclose(response.sum(axis=0), 1.0, atol=1e-10)  # unity at every w
+    np.testing.assert_allclose(response[:, 0], [1, 0, 0, 0], atol=1e-10)  # DC: band 0 only
+    np.testing.assert_allclose(response[:, -1], [0, 0, 0, 1], atol=1e-10)  # Nyquist: band 3
+    # Documented bands [0, pi/8], [pi/8, pi/4], [pi/4, pi/2], [pi/2, pi]: each filter's
+    # energy lies mostly (more than half of it) in its own band.
+    edges = [0.0, np.pi / 8, np.pi / 4, np.pi / 2, np.pi]
+    for b in range(4):
+        inside = (freqs >= edges[b]) & (freqs <= edges[b + 1])
+        energy = response[b] ** 2
+        assert energy[inside].sum() > 0.5 * energy.sum(), (b, energy[inside].sum() / energy.sum())
+
+
+def test_ada_filter_with_unit_gains_is_the_identity():
+    x = case("coffee")
+    out = np.asarray(_pixel.ada_filter(jnp.asarray(x), jnp.ones((N, 4))), np.float64)
+    taps = np.asarray(_filters.ada_filter_taps(jnp.ones((1, 4))), np.float64)[0]
+    impulse = np.eye(1, taps.size, taps.size // 2)[0]
+    # float32 taps of the unit-gain filter differ from the impulse by their rounding
+    # (l1 norm d); two passes move a pixel by at most ~2 d max|x|, plus a few float32 ulps.
+    d = np.abs(taps - impulse).sum()
+    assert d < 1e-5  # the float32 taps are the impulse to rounding
+    tol = 2 * d * np.abs(x).max() + 4 * 2.0 ** -24
+    np.testing.assert_allclose(out, x, rtol=0, atol=tol)
+
+
+def _scipy_separable(image, taps):
+    """float64 reference: correlate1d along rows then columns, scipy's 'reflect' (half-sample
+    symmetric) border, as separable_filter documents; symmetric taps: correlation = convolution."""
+    rows = ndi.correlate1d(np.asarray(image, np.float64), taps, axis=0, mode="reflect")
+    return ndi.correlate1d(rows, taps, axis=1, mode="reflect")
+
+
+@pytest.mark.parametrize("name", ("coffee", "digits"))
+def test_ada_filter_pipe_against_scipy(name):
+    """The 'ada:filter' preset at p = 0.8 (most samples filtered) against scipy.ndimage with
+    the taps of the gains it drew (recovered from the same key). digits (8 x 8) is smaller than
+    the 43-tap kernel's radius, so its border reflects several times."""
+    x = case(name)
+    pipe = A.ada(pipes="filter")
+    key, p = jax.random.key(21), jnp.float32(0.8)
+    out = np.asarray(pipe(key, x, p), np.float64)
+    (params, applied), = _specs.sample(pipe.ops, key, x.shape, p)
+    gains = np.asarray(params["gains"], np.float64)
+    assert np.asarray(applied).sum() >= N - 1, "parameters that filter too few samples"
+    assert np.abs(gains - 1.0).max() > 0.2, "parameters too close to the identity"
+    bank = _filters.ada_filter_bank()
+    for i in range(N):
+        if not applied[i]:
+            np.testing.assert_array_equal(out[i], x[i])  # not applied: the input, bit for bit
+            continue
+        taps = gains[i] @ bank
+        ref = _scipy_separable(x[i], taps)
+        # Two float32 passes of K = 43 taps with |taps|_1 <= 3 on |x| <= 1: rounding of order
+        # sqrt(K) 2**-24 |taps|_1^2 ~ 4e-6 (errors ~5e-7 seen): atol 1e-5, as the Gaussian blur.
+        assert np.abs(taps).sum() <= 3
+        np.testing.assert_allclose(out[i], ref, rtol=0, atol=1e-5, err_msg=f"sample {i}")
 
 
 # ---- bfloat16 ----
