@@ -183,10 +183,15 @@ def test_step_weight_changes_generator_but_not_discriminator(conditional_steps):
     assert np.isfinite(float(metrics_ms["g_loss"])) and np.isfinite(float(metrics_ms["g_grad_norm"]))
 
 
-def test_unconditional_step_with_mode_seeking_runs_and_reports_the_term():
-    _, state, (step,), batch = _setup([0.5], architecture="mlp", shape=(2,), num_classes=0)
+def test_unconditional_step_metric_equals_formula_on_its_latents():
+    g, state, (step,), batch = _setup([0.5], architecture="mlp", shape=(2,), num_classes=0)
     after, metrics = step(state, batch)
-    after, metrics = step(after, batch)
-    assert int(after.step) == 2
-    assert np.isfinite(float(metrics["mode_seeking"])) and float(metrics["mode_seeking"]) > 0
+    assert int(after.step) == 1
+    z, _ = _generator_latents(state)  # no labels: any two samples pair, i with i + B/2
+    x = np.asarray(jax.jit(lambda z: g.apply({"params": state.g_params,
+                                              "batch_stats": state.g_stats}, z, None,
+                                             train=True, mutable=["batch_stats"])[0])(z))
+    h = B // 2
+    np.testing.assert_allclose(float(metrics["mode_seeking"]),
+                               _reference(x[:h], x[h:], z[:h], z[h:]), rtol=1e-5)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(after.g_params))

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -305,28 +304,40 @@ TRAIN = ["train", "--config", "configs/ring8.py", "--no-progress", "--config.num
          "--config.log_every=10", "--config.loss.r1_gamma=0.5"]
 
 
+# `ganaug train` that kills itself (SIGKILL) once the asynchronous save of step KILL_AT has
+# started: the process dies while that checkpoint is being written.
+_KILLED_MID_SAVE = """
+import os, signal, sys
+from ganaug_jax.train import checkpoint
+save = checkpoint.save_packed
+def save_then_die(manager, step, packed):
+    save(manager, step, packed)
+    if step == int(os.environ["KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+checkpoint.save_packed = save_then_die
+from ganaug_jax import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def test_sigkill_and_resume_is_bit_identical(tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     _cli(*TRAIN, "--workdir", str(straight))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    process = subprocess.Popen([sys.executable, "-m", "ganaug_jax.cli", *TRAIN, "--workdir",
-                                str(interrupted)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    # Kill once a checkpoint before the last (step 10, 20 or 30 of 40) is committed, mid-run.
-    while time.time() < deadline and process.poll() is None:
-        steps = [p.name for p in (interrupted / "checkpoints").glob("[0-9]*")] if (interrupted / "checkpoints").exists() else []
-        if any(s in ("10", "20", "30") for s in steps):
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", KILL_AT="20")
+    process = subprocess.run([sys.executable, "-c", _KILLED_MID_SAVE, *TRAIN, "--workdir",
+                              str(interrupted)], cwd=ROOT, env=env, capture_output=True,
+                             timeout=120)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
+    # killed mid-run, with step 20's checkpoint unfinished: only step 10 is complete
+    names = sorted(p.name for p in (interrupted / "checkpoints").iterdir())
+    assert names == ["10", "20.orbax-checkpoint-tmp"], names
     _cli(*TRAIN, "--workdir", str(interrupted))  # resumes from the latest checkpoint
     for a, b in zip(_final_params(straight), _final_params(interrupted)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     rows = [json.loads(l)["step"] for l in (interrupted / "metrics.jsonl").read_text().splitlines()]
     assert rows == [10, 20, 30, 40]  # rows past the resumed checkpoint were re-written once
+    for workdir in (straight, interrupted):  # keep_checkpoints (3 by default): the latest 3
+        assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [20, 30, 40]
 
 
 def free_port() -> int:
