@@ -394,12 +394,24 @@ def test_two_processes_train_and_resume_like_one_process(tmp_path):
     (["--coordinator=127.0.0.1:1"], "--coordinator, --num-processes and --process-id go together"),
     (["--coordinator=nohost", "--num-processes=2", "--process-id=0"], "--coordinator must be HOST:PORT"),
     (["--coordinator=h:1", "--num-processes=2", "--process-id=2"], "--process-id must be in [0, 2)"),
+    (["--distributed"], "--distributed found no cluster to join"),  # not in a cluster here
 ])
 def test_cli_rejects_bad_distributed_flags(args, message, tmp_path):
     result = _cli("train", "--config", "configs/ring8.py", "--workdir", str(tmp_path / "run"),
                   *args, check=False)
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", [["generate", "--workdir", "w", "--out", "o.npz"],
+                                     ["evaluate", "--workdir", "w", "--out", "o"],
+                                     ["bench", "--suite", "augment"]])
+def test_cli_commands_without_config_refuse_overrides(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([*command, "--config.seed=1"]) == 2
+    assert f"ganaug {command[0]} takes no --config overrides, got ['seed=1']" \
+        in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 @pytest.mark.parametrize("args, message", [

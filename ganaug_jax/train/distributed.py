@@ -44,7 +44,15 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         if not 0 <= process_id < num_processes:
             raise ValueError(f"--process-id must be in [0, {num_processes}), got {process_id}")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+    try:
+        jax.distributed.initialize(coordinator, num_processes=num_processes,
+                                   process_id=process_id)
+    except ValueError as error:
+        if coordinator is not None:
+            raise
+        raise ValueError(f"--distributed found no cluster to join (JAX detects Cloud TPU pod "
+                         f"slices, SLURM and Open MPI; it said: {error}); elsewhere give "
+                         f"--coordinator HOST:PORT --num-processes N --process-id I") from error
 
 
 def is_primary() -> bool:
