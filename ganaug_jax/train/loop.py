@@ -174,7 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
             _check_finite(*pending)
             _save_checked(manager, to_save, good_through=pending[0])
         if to_save:  # the final state: no step computes its losses, so its parameters are checked
-            _check_finite_state(config.num_steps, state)
+            _check_finite_packed(*to_save[-1])
             _save_checked(manager, to_save, good_through=config.num_steps)
     finally:
         if pending is not None and to_save and _finite(pending[1]):  # stopped by another error
@@ -209,11 +209,14 @@ def _check_finite(step: int, metrics) -> None:
             raise NonFiniteLossError(f"step {step + 1}: {name} is {value}; {_ADVICE}")
 
 
-def _check_finite_state(step: int, state: TrainState) -> None:
-    """Every floating leaf of `state` (parameters, statistics, optimizer moments) is finite."""
-    floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
-    if not bool(jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in floats]))):
-        raise NonFiniteLossError(f"step {step}: the state holds non-finite values; {_ADVICE}")
+def _check_finite_packed(step: int, packed: tuple) -> None:
+    """Every floating value of a packed state (`checkpoint.pack`: parameters, statistics,
+    optimizer moments) is finite. Reads this process's replica, which the save reads too."""
+    arrays, _ = packed
+    for array in arrays.values():
+        local = np.asarray(array.addressable_data(0))
+        if jnp.issubdtype(local.dtype, jnp.floating) and not np.isfinite(local).all():
+            raise NonFiniteLossError(f"step {step}: the state holds non-finite values; {_ADVICE}")
 
 
 def _save_checked(manager, to_save: collections.deque, *, good_through: int) -> None:
