@@ -123,9 +123,10 @@ def _evaluate(args, overrides) -> int:
         raise ValueError(f"ganaug evaluate takes no --config overrides, got {overrides}")
     options = _evaluate_options(args)
     options.check()
-    outputs.ensure_writable_dir(args.out, "--out")  # before minutes of training classifiers
-    report = protocol.evaluate_run(args.workdir, options, progress=print)
-    out = protocol.write_report(report, args.out)
+    # --out is checked before minutes of training classifiers, and not left behind empty
+    with outputs.writable_dir_until_done(args.out, "--out"):
+        report = protocol.evaluate_run(args.workdir, options, progress=print)
+        out = protocol.write_report(report, args.out)
     print(protocol.markdown_table(report["summary"]))
     print(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'accuracy.png'}")
     return 0

@@ -147,8 +147,10 @@ def test_evaluate_needs_a_conditional_image_run(tmp_path, capsys):
     assert cli.main(["train", "--config", "configs/default.py", "--workdir", str(workdir),
                      "--config.num_steps=1", "--config.batch_size=8", "--config.model.width=8",
                      "--no-progress"]) == 0
-    assert cli.main(["evaluate", "--workdir", str(workdir), "--out", str(tmp_path / "r")]) == 2
+    out = tmp_path / "reports" / "r"
+    assert cli.main(["evaluate", "--workdir", str(workdir), "--out", str(out)]) == 2
     assert "class-conditional image run" in capsys.readouterr().err
+    assert not (tmp_path / "reports").exists()  # the --out folders it made are gone again
 
 
 def test_markdown_table_and_summary():

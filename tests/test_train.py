@@ -17,7 +17,7 @@ import pytest
 from ganaug_jax import cli
 from ganaug_jax import config as config_lib
 from ganaug_jax.data.sources import make_batch_fn
-from ganaug_jax.train import checkpoint, sharding
+from ganaug_jax.train import checkpoint, outputs, sharding
 from ganaug_jax.train.build import build_run, build_step
 from ganaug_jax.train.generate import generate, load_run_state
 from ganaug_jax.train.loop import train_and_evaluate
@@ -457,6 +457,18 @@ def test_evaluate_checks_its_out_directory_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and f"--out {str(blocker)!r} is not a writable directory" in err
     assert blocker.read_text() == "x"
+
+
+def test_writable_dir_until_done_removes_only_the_empty_folders_it_made(tmp_path):
+    with pytest.raises(RuntimeError):
+        with outputs.writable_dir_until_done(str(tmp_path / "a" / "b" / "c"), "--out") as out:
+            assert out.is_dir()
+            (tmp_path / "a" / "kept.txt").write_text("x")  # someone else writes into a/
+            raise RuntimeError
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "kept.txt"]
+    with outputs.writable_dir_until_done(str(tmp_path / "d" / "e"), "--out") as out:
+        (out / "report.md").write_text("y")
+    assert (tmp_path / "d" / "e" / "report.md").read_text() == "y"
 
 
 def test_cli_rejects_unwritable_workdir(tmp_path):

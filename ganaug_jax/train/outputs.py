@@ -3,6 +3,7 @@
 Every file is written to a temporary name and renamed, so none is ever left half-written.
 """
 
+import contextlib
 import json
 import os
 import pathlib
@@ -50,6 +51,24 @@ def ensure_writable_dir(path: str, flag: str) -> pathlib.Path:
     except OSError as error:
         raise ValueError(f"{flag} {str(path)!r} is not a writable directory: {error}") from None
     return pathlib.Path(path)
+
+
+@contextlib.contextmanager
+def writable_dir_until_done(path: str, flag: str):
+    """ensure_writable_dir for a body that fills `path`; if the body raises, the directories
+    ensure_writable_dir created for it are removed again, innermost first, while empty."""
+    created = [d for d in (pathlib.Path(path).absolute(), *pathlib.Path(path).absolute().parents)
+               if not d.exists()]
+    directory = ensure_writable_dir(path, flag)
+    try:
+        yield directory
+    except BaseException:
+        for d in created:
+            try:
+                d.rmdir()
+            except OSError:  # no longer empty: someone else writes there
+                break
+        raise
 
 
 class MetricsLog:
