@@ -228,6 +228,37 @@ def test_non_finite_loss_stops_and_keeps_only_checkpoints_that_lead_to_finite_lo
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
 
 
+class _Unreadable:
+    """What reading a failed step's output raises on an accelerator, where the error surfaces
+    asynchronously: when the value is read, not when the step is dispatched."""
+
+    def __float__(self):
+        raise jax.errors.JaxRuntimeError("INTERNAL: simulated device fault")
+
+
+def test_a_step_failing_on_the_device_stops_the_run_with_that_error(tmp_path, monkeypatch):
+    real_shard_step = sharding.shard_step
+
+    def failing_at_step_4(*args, **kwargs):
+        step_fn = real_shard_step(*args, **kwargs)
+
+        def run_step(state, batch):
+            start = int(state.step)
+            state, metrics = step_fn(state, batch)
+            return state, (dict(metrics, d_loss=_Unreadable()) if start == 4 else metrics)
+        return run_step
+    monkeypatch.setattr(sharding, "shard_step", failing_at_step_4)
+    workdir = tmp_path / "run"
+    with pytest.raises(jax.errors.JaxRuntimeError, match="simulated device fault") as failure:
+        train_and_evaluate(tiny_config(num_steps=9, checkpoint_every=2), str(workdir),
+                           progress=False)
+    # The run stops with the step's own error, not the same one raised again while cleaning
+    # up (which skipped closing the checkpoint manager).
+    assert failure.value.__context__ is None
+    # Checkpoint 4 is not kept: nothing is known of the step that started from it.
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2"]
+
+
 def _tiny_state(width):
     run = build_run(tiny_config(**{"model.width": width}))
     state = create_train_state(jax.random.key(3), run.generator, run.discriminator, run.g_tx,

@@ -177,7 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
             _check_finite_packed(*to_save[-1])
             _save_checked(manager, to_save, good_through=config.num_steps)
     finally:
-        if pending is not None and to_save and _finite(pending[1]):  # stopped by another error
+        if pending is not None and to_save and _known_finite(pending[1]):  # another error
             _save_checked(manager, to_save, good_through=pending[0])
         if stream is not None:
             stream.close()
@@ -197,8 +197,14 @@ _ADVICE = ("stopping (the last good checkpoint is kept). Lower the learning rate
 _CHECKED = ("d_loss", "g_loss", "d_grad_norm", "g_grad_norm")
 
 
-def _finite(metrics) -> bool:
-    return all(np.isfinite(float(metrics[name])) for name in _CHECKED)
+def _known_finite(metrics) -> bool:
+    """Whether the checked metrics can be read and are finite. Only called while another
+    error stops the run: one raised in reading them (the step failed on the device) would
+    replace that error and skip the cleanup, so it counts as not finite."""
+    try:
+        return all(np.isfinite(float(metrics[name])) for name in _CHECKED)
+    except Exception:  # noqa: BLE001 -- the error already stopping the run is the one to show
+        return False
 
 
 def _check_finite(step: int, metrics) -> None:
