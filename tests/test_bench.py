@@ -12,6 +12,7 @@ import weakref
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -91,6 +92,18 @@ def test_bench_rejects_bad_arguments(tmp_path):
     assert result.returncode == 2 and "--reps must be >= 5" in result.stderr
     result = _cli("bench", "--chart", "x.png", cwd=tmp_path)
     assert result.returncode == 2 and "--chart names one suite's chart" in result.stderr
+
+
+def test_generate_suite_rejects_an_unknown_export_format_before_it_runs(monkeypatch):
+    from ganaug_jax.bench import generate
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("ran before checking formats")
+    monkeypatch.setattr(common, "environment", no_compute)
+    monkeypatch.setattr(generate, "make_run_state", no_compute)
+    with pytest.raises(ValueError, match=r"formats must be a subset of \['npz', 'folder', "
+                                         r"'tfds'\], got \('npz', 'zip'\)"):
+        generate.run(formats=["npz", "zip"])
 
 
 @pytest.mark.parametrize("suite", ["augment", "train_step", "generate", "scaling"])
@@ -204,10 +217,40 @@ def test_train_suite_rows_count_flops_and_parameters_the_same_way(tmp_path, caps
         assert r["images_per_s"] == pytest.approx(8 / r["median_s_per_iter"])
         assert r["model_flops_per_iter"] == train_step.model_flops(TINY)
         assert r["mfu"] == pytest.approx(r["achieved_flop_s"] / r["peak_flop_s"])
+        assert r["peak_dtype"] == "float32"
         assert "ratio_vs_pytorch_eager" not in r  # no peers asked for
     # the reused fakes save one G forward: XLA counts fewer FLOPs for that step
     assert rows[1]["xla_flops_per_iter"] < rows[0]["xla_flops_per_iter"]
     assert "| 16x16x1 w8 b8 |" in capsys.readouterr().out
+
+
+def test_train_suite_with_bfloat16_divides_by_the_bfloat16_peak(monkeypatch):
+    asked, configs = [], []
+    monkeypatch.setattr(common, "matmul_peak_flops",
+                        lambda dtype, **kw: asked.append(jnp.dtype(dtype)) or 1e12)
+    monkeypatch.setattr(train_step, "bench_config", lambda c, **kw: configs.append(kw) or [])
+    train_step.run(configs=[TINY], reps=5, peers=False, bfloat16=True)
+    assert asked == [jnp.dtype(jnp.bfloat16)]
+    assert (configs[0]["peak"], configs[0]["bfloat16"]) == (1e12, True)
+
+
+def test_matmul_peak_multiplies_in_the_dtype_it_is_given(monkeypatch):
+    seen = []
+    real_jit = jax.jit
+
+    def recording_jit(f, **kwargs):
+        def run(a, b):
+            seen.append((a.dtype, a.shape))
+            return real_jit(f, **kwargs)(a, b)
+        return run
+    monkeypatch.setattr(jax, "jit", recording_jit)
+    for dtype in (jnp.float32, jnp.bfloat16):
+        flops = common.matmul_peak_flops(dtype, n=64)
+        assert np.isfinite(flops) and flops > 0
+    assert set(seen) == {(jnp.dtype(jnp.float32), (64, 64)), (jnp.dtype(jnp.bfloat16), (64, 64))}
+    seen.clear()
+    common.matmul_peak_flops()
+    assert set(seen) == {(jnp.dtype(jnp.float32), (2048, 2048))}  # CPU: 2048
 
 
 def test_loop_efficiency_counts_every_image_after_the_first_log_row(tmp_path):
@@ -236,3 +279,25 @@ def test_scaling_suite_rows(tmp_path):
         assert r["sharding_overhead"] == pytest.approx(
             r["median_s_per_iter"] / r["one_device_same_batch_s"])
         assert (r["resolution"], r["channels"], r["dtype"]) == (16, 1, "float32")
+
+
+def _gpu_check():
+    import importlib.util
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_spends_no_device_time_without_a_gpu(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="JAX sees no GPU"):
+        _gpu_check().main(["env", "--out", str(tmp_path)])
+    assert "jax devices: [CpuDevice(id=0)" in capsys.readouterr().out
+
+
+def test_gpu_check_script_limits_every_step_of_the_driver():
+    import re
+    script = (pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh").read_text()
+    limits = re.search(r"declare -A LIMIT=\((.*)\)", script).group(1)
+    assert re.findall(r"\[(\w+)\]=\d+", limits) == list(_gpu_check().STEPS)

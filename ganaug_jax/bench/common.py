@@ -69,11 +69,15 @@ def time_interleaved(runners: dict[str, Callable[[], None]], reps: int) -> dict[
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def matmul_peak_flops(n: int = 2048, reps: int = MIN_REPS) -> float:
-    """Measured float32 peak of the default device: FLOP/s of a jitted n x n matmul (median),
-    the denominator of MFU."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+def matmul_peak_flops(dtype=jnp.float32, *, n: int | None = None, reps: int = MIN_REPS) -> float:
+    """Measured matmul peak of the default device in `dtype` (float32 or bfloat16, at JAX's
+    default precision, as the training step runs): FLOP/s of a jitted n x n matmul of random
+    values (median), the denominator of MFU. n: 2048 on CPU, 8192 on accelerators, where a
+    2048 product lasts tens of microseconds and launch overhead would count as compute."""
+    if n is None:
+        n = 2048 if jax.devices()[0].platform == "cpu" else 8192
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
     matmul = jax.jit(jnp.matmul)
     jax.block_until_ready(matmul(a, b))
     seconds = time_interleaved({"mm": lambda: jax.block_until_ready(matmul(a, b))}, reps)["mm"]

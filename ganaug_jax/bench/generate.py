@@ -46,9 +46,15 @@ def make_run_state(c: TrainConfig = MODEL):
 
 
 def run(*, batches=BATCHES, num: int = 2048, export_num: int = 1000, reps: int = 5,
-        json_path: str | None = None, chart: str | None = None) -> list[dict]:
+        formats=None, json_path: str | None = None, chart: str | None = None) -> list[dict]:
+    """Samples/sec of the EMA generator at each batch size, then the throughput of each
+    export format in `formats` (default: every one of exports.FORMATS); prints JSON lines
+    and a table."""
     common.check_reps(reps)
     from ganaug_jax.data import exports
+    formats = exports.FORMATS if formats is None else tuple(formats)
+    if not set(formats) <= set(exports.FORMATS):
+        raise ValueError(f"formats must be a subset of {list(exports.FORMATS)}, got {formats}")
     from ganaug_jax.train.generate import generate
     env = common.environment()
     print(f"# generate suite: device_kind={env['device_kind']} device_count="
@@ -74,7 +80,7 @@ def run(*, batches=BATCHES, num: int = 2048, export_num: int = 1000, reps: int =
                                      num_classes=MODEL.num_classes)
     root = pathlib.Path(tempfile.mkdtemp(prefix="ganaug_bench_"))
     try:
-        targets = {"npz": root / "out.npz", "folder": root / "folder", "tfds": root / "tfds"}
+        targets = {fmt: root / ("out.npz" if fmt == "npz" else fmt) for fmt in formats}
         times = {fmt: [] for fmt in targets}
         for _ in range(reps):
             for fmt, target in targets.items():

@@ -20,7 +20,8 @@ B * (3 F_G + 8 F_D) for per-image forward costs F_G, F_D: D update = forward and
 (2x) on 2B images; G update = D forward and input gradient on B, G forward and backward.
 'xla_flops' is XLA's cost analysis of ganaug_jax's compiled step (it counts what the step
 really computes, e.g. the G forward of the D update). MFU = model FLOPs/s over the measured
-float32 matmul peak of the device (`common.matmul_peak_flops`).
+matmul peak of the device in the step's compute dtype (`common.matmul_peak_flops`: float32,
+or bfloat16 with `bfloat16=True`).
 """
 
 import dataclasses
@@ -207,6 +208,7 @@ def bench_config(c: TrainConfig, *, reps: int, iters: int, peers: bool, torch_co
             "params_d": info[name]["params"][1], "model_flops_per_iter": flops,
             "xla_flops_per_iter": info[name].get("xla_flops"),
             "achieved_flop_s": flops / s, "peak_flop_s": peak, "mfu": flops / s / peak,
+            "peak_dtype": "bfloat16" if bfloat16 else "float32",
             **({"ratio_vs_pytorch_eager": seconds["pytorch eager"] / s}
                if "pytorch eager" in seconds else {}),
             **({"ratio_vs_torch_compile": seconds["torch.compile"] / s}
@@ -245,12 +247,13 @@ def run(*, configs=CONFIGS, reps: int = 7, iters: int = 2, peers: bool = True,
         json_path: str | None = None, chart: str | None = None) -> list[dict]:
     """Benchmarks every config; prints JSON lines and a markdown table; returns the rows."""
     common.check_reps(reps)
-    peak = common.matmul_peak_flops()
+    peak = common.matmul_peak_flops(jnp.bfloat16 if bfloat16 else jnp.float32)
     env = common.environment()
     print(f"# train suite: device_kind={env['device_kind']} device_count={env['device_count']} "
           f"jax={env['jax_version']} torch={env.get('torch_version')} "
           f"dtype={'bfloat16' if bfloat16 else 'float32'} reps={reps} iters={iters} "
-          f"measured matmul peak {peak / 1e9:.1f} GFLOP/s", flush=True)
+          f"measured {'bfloat16' if bfloat16 else 'float32'} matmul peak {peak / 1e9:.1f} "
+          f"GFLOP/s", flush=True)
     rows = []
     for c in configs:
         new = bench_config(c, reps=reps, iters=iters, peers=peers, torch_compile=torch_compile,

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The GPU rows of issues 2 and 5 on a lent device machine (H100/H200, whose image has jax,
+# flax, optax, orbax-checkpoint and torch but reaches no network), each step of
+# benchmarks/gpu_check.py under its own time limit.
+#
+#   bash benchmarks/gpu_check.sh [STEP ...]   STEP: env augment train loop train_bf16 generate
+#                                              (default: all of them, in that order)
+# First, on the development machine:
+#   bash benchmarks/gpu_wheels.sh             # wheels of what the image lacks, into .whl/
+# Then with the device tool, two calls on the same warm machine (about 10 minutes in all):
+#   command "bash benchmarks/gpu_check.sh env augment train", carry [".whl"], timeout_s 480
+#   command "bash benchmarks/gpu_check.sh loop train_bf16 generate", carry [".whl"], timeout_s 360
+# $OUT receives gpu.jsonl (each config's rows as soon as it is done, so a step cut short
+# still returns what it measured), gpu.log and one chart per suite. QUICK=1 runs the small
+# sweeps, to check this script on a CPU.
+set -u -o pipefail
+OUT=${OUT:-/tmp/ganaug_gpu}
+mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/ganaug_site .whl/*.whl || exit 1
+  export PYTHONPATH="$PWD:/tmp/ganaug_site"
+else
+  export PYTHONPATH="$PWD"
+fi
+export PYTHONUNBUFFERED=1
+declare -A LIMIT=([env]=60 [augment]=150 [train]=300 [loop]=90 [train_bf16]=200 [generate]=60)
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(env augment train loop train_bf16 generate)
+quick=()
+[ "${QUICK:-0}" = 1 ] && quick=(--quick)
+failed=0
+for step in "${steps[@]}"; do
+  limit=${LIMIT[$step]:-}
+  [ -z "$limit" ] && { echo "unknown step '$step'; steps: ${!LIMIT[*]}"; exit 2; }
+  echo "=== $step: limit ${limit} s, started $(date -u +%H:%M:%S)" | tee -a "$OUT/gpu.log"
+  start=$SECONDS
+  # the JSON lines go to gpu.jsonl and the log; the reply shows the tables
+  timeout "$limit" python3 benchmarks/gpu_check.py "$step" --out "$OUT" "${quick[@]}" 2>&1 \
+    | tee -a "$OUT/gpu.log" | grep -v '^{'
+  rc=${PIPESTATUS[0]}
+  echo "=== $step: exit $rc after $((SECONDS - start)) s" | tee -a "$OUT/gpu.log"
+  [ "$rc" -ne 0 ] && failed=1
+  [ "$step" = env ] && [ "$rc" -ne 0 ] && exit 1  # no GPU in sight: spend no device time
+done
+exit $failed
