@@ -7,10 +7,11 @@ STEP:
   env         versions, devices, nvidia-smi; fails unless JAX sees a GPU (without --quick)
   augment     the augmentation suite (ganaug_jax, pure JAX, dm-pix, augmax, kornia on CUDA,
               the memory floor): images/sec and the fraction of the device's bandwidth floor
-  train       the train suite in float32 against PyTorch eager, channels-last and
-              torch.compile on CUDA, with the plain-XLA convolutions and MFU
+  train       the train suite's four configs of issue 5 in float32 against PyTorch eager,
+              channels-last and torch.compile on CUDA, with the plain-XLA convolutions, MFU
+  train_bf16  the same four with bfloat16 compute, MFU against the bfloat16 matmul peak
   loop        the run loop against the bare step
-  train_bf16  the train suite with bfloat16 compute, MFU against the bfloat16 matmul peak
+  variants    the conditional and the ADA configs in float32
   generate    EMA-generator samples/sec over the batch sweep, npz and PNG-folder exports (the
               TFDS export needs tensorflow-datasets, which the device image lacks)
 Every measurement is appended to DIR/gpu.jsonl as soon as its config is done; charts go to
@@ -58,13 +59,15 @@ def augment(out: pathlib.Path, quick: bool) -> None:
               chart=str(out / "gpu_augment.png"))
 
 
-def train(out: pathlib.Path, quick: bool, *, bfloat16: bool = False) -> None:
+def train(out: pathlib.Path, quick: bool, *, bfloat16: bool = False, variants: bool = False,
+          name: str = "train") -> None:
+    """The four configs of issue 5 (CONFIGS[:4]), or with `variants` the conditional and
+    ADA ones (CONFIGS[4:])."""
     from ganaug_jax.bench import train_step
-    train_step.run(configs=train_step.CONFIGS[:1] if quick else train_step.CONFIGS,
-                   reps=5, iters=1 if quick else 2, torch_compile=not quick,
-                   baseline=not (quick or bfloat16), bfloat16=bfloat16,
-                   json_path=str(out / "gpu.jsonl"),
-                   chart=str(out / f"gpu_train{'_bf16' if bfloat16 else ''}.png"))
+    configs = train_step.CONFIGS[4:] if variants else train_step.CONFIGS[:4]
+    train_step.run(configs=configs[:1] if quick else configs, reps=5, iters=1 if quick else 2,
+                   torch_compile=not quick, baseline=not (quick or bfloat16), bfloat16=bfloat16,
+                   json_path=str(out / "gpu.jsonl"), chart=str(out / f"gpu_{name}.png"))
 
 
 def loop(out: pathlib.Path, quick: bool) -> None:
@@ -80,9 +83,10 @@ def generate(out: pathlib.Path, quick: bool) -> None:
               json_path=str(out / "gpu.jsonl"), chart=str(out / "gpu_generate.png"))
 
 
-STEPS = {"env": env, "augment": augment, "train": train, "loop": loop,
-         "train_bf16": lambda out, quick: train(out, quick, bfloat16=True),
-         "generate": generate}
+STEPS = {"env": env, "augment": augment, "train": train,
+         "train_bf16": lambda out, quick: train(out, quick, bfloat16=True, name="train_bf16"),
+         "loop": loop, "generate": generate,
+         "variants": lambda out, quick: train(out, quick, variants=True, name="variants")}
 
 
 def main(argv=None) -> int:

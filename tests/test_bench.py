@@ -299,5 +299,5 @@ def test_gpu_check_spends_no_device_time_without_a_gpu(tmp_path, capsys):
 def test_gpu_check_script_limits_every_step_of_the_driver():
     import re
     script = (pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh").read_text()
-    limits = re.search(r"declare -A LIMIT=\((.*)\)", script).group(1)
+    limits = re.search(r"declare -A LIMIT=\((.*?)\)\n", script, re.S).group(1)
     assert re.findall(r"\[(\w+)\]=\d+", limits) == list(_gpu_check().STEPS)
