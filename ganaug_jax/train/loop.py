@@ -197,22 +197,23 @@ _ADVICE = ("stopping (the last good checkpoint is kept). Lower the learning rate
 _CHECKED = ("d_loss", "g_loss", "d_grad_norm", "g_grad_norm")
 
 
+def _check_finite(step: int, metrics) -> None:
+    """metrics: of the step that starts from the state of `step` (0-based); read in one
+    transfer."""
+    for name, value in jax.device_get({name: metrics[name] for name in _CHECKED}).items():
+        if not np.isfinite(value := float(value)):
+            raise NonFiniteLossError(f"step {step + 1}: {name} is {value}; {_ADVICE}")
+
+
 def _known_finite(metrics) -> bool:
     """Whether the checked metrics can be read and are finite. Only called while another
     error stops the run: one raised in reading them (the step failed on the device) would
     replace that error and skip the cleanup, so it counts as not finite."""
     try:
-        return all(np.isfinite(float(metrics[name])) for name in _CHECKED)
+        _check_finite(0, metrics)
     except Exception:  # noqa: BLE001 -- the error already stopping the run is the one to show
         return False
-
-
-def _check_finite(step: int, metrics) -> None:
-    """metrics: of the step that starts from the state of `step` (0-based)."""
-    for name in _CHECKED:
-        value = float(metrics[name])
-        if not np.isfinite(value):
-            raise NonFiniteLossError(f"step {step + 1}: {name} is {value}; {_ADVICE}")
+    return True
 
 
 def _check_finite_packed(step: int, packed: tuple) -> None:

@@ -57,8 +57,8 @@ def ensure_writable_dir(path: str, flag: str) -> pathlib.Path:
 def writable_dir_until_done(path: str, flag: str):
     """ensure_writable_dir for a body that fills `path`; if the body raises, the directories
     ensure_writable_dir created for it are removed again, innermost first, while empty."""
-    created = [d for d in (pathlib.Path(path).absolute(), *pathlib.Path(path).absolute().parents)
-               if not d.exists()]
+    target = pathlib.Path(path).absolute()
+    created = [d for d in (target, *target.parents) if not d.exists()]
     directory = ensure_writable_dir(path, flag)
     try:
         yield directory
