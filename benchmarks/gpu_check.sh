@@ -10,10 +10,13 @@
 # Then with the device tool, two calls on the same warm machine; each step's limit below is a
 # ceiling (torch.compile's first compiles dominate), and together they exceed a 15-minute
 # device budget, so the second call goes as far as the time left allows:
-#   command "bash benchmarks/gpu_check.sh env augment train", carry [".whl"], timeout_s 480
-#   command "bash benchmarks/gpu_check.sh train_bf16 loop generate variants", carry [".whl"]
-# $OUT receives gpu.jsonl (each config's rows as soon as it is done, so a step cut short
-# still returns what it measured), gpu.log and one chart per suite. QUICK=1 runs the small
+#   command "bash benchmarks/gpu_check.sh env augment train", carry [".whl"], timeout_s 560
+#   command "bash benchmarks/gpu_check.sh train_bf16 loop generate variants", carry [".whl"],
+#   timeout_s 590 or what the budget has left
+# $OUT receives gpu.jsonl (each train config's, augment shape's and generate phase's rows as
+# soon as they are measured, so a step cut short still returns what it measured), gpu.log and
+# one chart per suite. JAX takes 45 % of the GPU's memory, leaving the rest to the PyTorch
+# peers in the same process. QUICK=1 runs the small
 # sweeps, to check this script on a CPU.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ganaug_gpu}
@@ -25,9 +28,9 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 else
   export PYTHONPATH="$PWD"
 fi
-export PYTHONUNBUFFERED=1
-declare -A LIMIT=([env]=60 [augment]=120 [train]=300 [train_bf16]=240 [loop]=90 [generate]=60
-                  [variants]=180)
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.45
+declare -A LIMIT=([env]=60 [augment]=120 [train]=300 [train_bf16]=220 [loop]=90 [generate]=60
+                  [variants]=150)
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(env augment train train_bf16 loop generate variants)
 quick=()
@@ -39,7 +42,7 @@ for step in "${steps[@]}"; do
   echo "=== $step: limit ${limit} s, started $(date -u +%H:%M:%S)" | tee -a "$OUT/gpu.log"
   start=$SECONDS
   # the JSON lines go to gpu.jsonl and the log; the reply shows the tables
-  timeout "$limit" python3 benchmarks/gpu_check.py "$step" --out "$OUT" "${quick[@]}" 2>&1 \
+  timeout -k 15 "$limit" python3 benchmarks/gpu_check.py "$step" --out "$OUT" "${quick[@]}" 2>&1 \
     | tee -a "$OUT/gpu.log" | grep -v '^{'
   rc=${PIPESTATUS[0]}
   echo "=== $step: exit $rc after $((SECONDS - start)) s" | tee -a "$OUT/gpu.log"

@@ -4,7 +4,9 @@
 # adds to .git/info/exclude. The versions are the ones the CPU results were measured with.
 set -eu -o pipefail
 cd "$(git rev-parse --show-toplevel)"
-grep -qxF '/.whl/' .git/info/exclude 2> /dev/null || echo '/.whl/' >> .git/info/exclude
+exclude=$(git rev-parse --git-path info/exclude)  # also in a worktree, where .git is a file
+mkdir -p "$(dirname "$exclude")"
+grep -qxF '/.whl/' "$exclude" 2> /dev/null || echo '/.whl/' >> "$exclude"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 -d .whl \

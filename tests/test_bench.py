@@ -217,7 +217,7 @@ def test_train_suite_rows_count_flops_and_parameters_the_same_way(tmp_path, caps
         assert r["images_per_s"] == pytest.approx(8 / r["median_s_per_iter"])
         assert r["model_flops_per_iter"] == train_step.model_flops(TINY)
         assert r["mfu"] == pytest.approx(r["achieved_flop_s"] / r["peak_flop_s"])
-        assert r["peak_dtype"] == "float32"
+        assert (r["peak_dtype"], r["matmul_precision"]) == ("float32", "default")
         assert "ratio_vs_pytorch_eager" not in r  # no peers asked for
     # the reused fakes save one G forward: XLA counts fewer FLOPs for that step
     assert rows[1]["xla_flops_per_iter"] < rows[0]["xla_flops_per_iter"]

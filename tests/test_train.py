@@ -500,6 +500,12 @@ def test_writable_dir_until_done_removes_only_the_empty_folders_it_made(tmp_path
     with outputs.writable_dir_until_done(str(tmp_path / "d" / "e"), "--out") as out:
         (out / "report.md").write_text("y")
     assert (tmp_path / "d" / "e" / "report.md").read_text() == "y"
+    (tmp_path / "kept_empty").mkdir()
+    for spelled in ("f/../g", "f/../kept_empty"):  # mkdir creates f on its way
+        with pytest.raises(RuntimeError):
+            with outputs.writable_dir_until_done(str(tmp_path / spelled), "--out"):
+                raise RuntimeError
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "d", "kept_empty"]
 
 
 def test_cli_rejects_unwritable_workdir(tmp_path):

@@ -240,9 +240,10 @@ def run(*, shapes=SHAPES, reps: int = 7, json_path: str | None = None, quick: bo
           f"jax={jax.__version__} dtype=float32 reps={reps}" + (" (quick)" if quick else ""),
           flush=True)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    rows, lines = [], []
+    rows = []
     for shape in shapes:
         results = bench_shape(shape, reps, slow_s, torch_compile)
+        lines = []
         for name, r in results.items():
             line = {"suite": "augment", "library": name, "shape": list(shape),
                     "dtype": "float32", "device_kind": device.device_kind,
@@ -252,7 +253,7 @@ def run(*, shapes=SHAPES, reps: int = 7, json_path: str | None = None, quick: bo
                 line["bandwidth_gb_s"] = 2 * np.prod(shape) * 4 / r["median_s"] / 1e9
             lines.append(line)
         rows.append((shape, results))
-    common.write_json_lines(lines, json_path)
+        common.write_json_lines(lines, json_path)  # each shape's rows as soon as they are known
 
     has_kornia = any("kornia" in r for _, r in rows)
     has_pure = any(PURE in r for _, r in rows)

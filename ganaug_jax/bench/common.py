@@ -71,8 +71,9 @@ def time_interleaved(runners: dict[str, Callable[[], None]], reps: int) -> dict[
 
 def matmul_peak_flops(dtype=jnp.float32, *, n: int | None = None, reps: int = MIN_REPS) -> float:
     """Measured matmul peak of the default device in `dtype` (float32 or bfloat16, at JAX's
-    default precision, as the training step runs): FLOP/s of a jitted n x n matmul of random
-    values (median), the denominator of MFU. n: 2048 on CPU, 8192 on accelerators, where a
+    default precision, as the training step runs: float32 products use TF32 tensor cores on
+    NVIDIA GPUs since Ampere): FLOP/s of a jitted n x n matmul of random values (median), the
+    denominator of MFU. n: 2048 on CPU, 8192 on accelerators, where a
     2048 product lasts tens of microseconds and launch overhead would count as compute."""
     if n is None:
         n = 2048 if jax.devices()[0].platform == "cpu" else 8192

@@ -72,6 +72,7 @@ def run(*, batches=BATCHES, num: int = 2048, export_num: int = 1000, reps: int =
         rows.append({"suite": "generate", "what": "sample", "batch": b, "num": num,
                      **model_fields(MODEL), "model": MODEL.name, "median_s": s,
                      "samples_per_s": num / s, "compile_s": compile_s[b], "reps": reps, **env})
+    common.write_json_lines(rows, json_path)  # the sampling rows before the exports run
 
     samples = generate(g_run, state, num=export_num, seed=2, batch_size=256)
     samples = exports.to_export_arrays(samples, is_image=True)
@@ -87,14 +88,17 @@ def run(*, batches=BATCHES, num: int = 2048, export_num: int = 1000, reps: int =
                 start = time.perf_counter()
                 exports.export(fmt, target, samples, manifest, overwrite=True)
                 times[fmt].append(time.perf_counter() - start)
+        exported = []
         for fmt, ts in times.items():
             s = float(np.median(ts))
-            rows.append({"suite": "generate", "what": f"export {fmt}", "num": export_num,
-                         "shape": list(samples["x"].shape[1:]), "dtype": "uint8",
-                         "median_s": s, "samples_per_s": export_num / s, "reps": reps, **env})
+            exported.append({"suite": "generate", "what": f"export {fmt}", "num": export_num,
+                             "shape": list(samples["x"].shape[1:]), "dtype": "uint8",
+                             "median_s": s, "samples_per_s": export_num / s, "reps": reps,
+                             **env})
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    common.write_json_lines(rows, json_path)
+    common.write_json_lines(exported, json_path)
+    rows += exported
     print("\n" + common.markdown_table(
         ["what", "batch", "samples/sec", "compile s"],
         [[r["what"], r.get("batch", "-"), f"{r['samples_per_s']:,.0f}",

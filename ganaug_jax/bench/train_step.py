@@ -209,6 +209,7 @@ def bench_config(c: TrainConfig, *, reps: int, iters: int, peers: bool, torch_co
             "xla_flops_per_iter": info[name].get("xla_flops"),
             "achieved_flop_s": flops / s, "peak_flop_s": peak, "mfu": flops / s / peak,
             "peak_dtype": "bfloat16" if bfloat16 else "float32",
+            "matmul_precision": jax.config.jax_default_matmul_precision or "default",
             **({"ratio_vs_pytorch_eager": seconds["pytorch eager"] / s}
                if "pytorch eager" in seconds else {}),
             **({"ratio_vs_torch_compile": seconds["torch.compile"] / s}

@@ -5,6 +5,7 @@ Restarting with the same workdir resumes from the latest checkpoint and ends bit
 """
 
 import collections
+import contextlib
 import functools
 import json
 import pathlib
@@ -26,8 +27,8 @@ from ganaug_jax.train.state import TrainState, abstract_train_state, create_trai
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss or gradient norm became NaN or infinite; the checkpoints kept are left as they
-    were."""
+    """A loss or gradient norm (or, at the end, a value of the final state) became NaN or
+    infinite; the checkpoints kept are left as they were."""
 
 
 def check_workdir(workdir: str, config: ml_collections.ConfigDict, *, force: bool) -> pathlib.Path:
@@ -129,8 +130,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     bar = _progress(start, config.num_steps, progress and primary)
     pending = None  # (step, metrics) of the previous step, fetched one step late
     to_log = None  # (step, metrics) of a log step, fetched once the next step is dispatched
-    # (step, packed state) of checkpoint steps, each saved once the losses computed from that
-    # state (the next step's) are known to be finite: a kept checkpoint never leads to a NaN.
+    # (step, packed state) of checkpoint steps, each saved once the losses and gradient norms
+    # computed from that state (the next step's) are known to be finite.
     to_save = collections.deque()
     last_time, last_step = time.perf_counter(), start
 
@@ -177,15 +178,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
             _check_finite_packed(*to_save[-1])
             _save_checked(manager, to_save, good_through=config.num_steps)
     finally:
-        if pending is not None and to_save and _known_finite(pending[1]):  # another error
-            _save_checked(manager, to_save, good_through=pending[0])
-        if stream is not None:
-            stream.close()
-        manager.wait_until_finished()
-        manager.close()
-        if log is not None:
-            log.close()
-        bar.close()
+        # Every step of the cleanup runs even when one before it raises (callbacks: last first).
+        with contextlib.ExitStack() as cleanup:
+            cleanup.callback(bar.close)
+            if log is not None:
+                cleanup.callback(log.close)
+            cleanup.callback(manager.close)
+            cleanup.callback(manager.wait_until_finished)
+            if stream is not None:
+                cleanup.callback(stream.close)
+            # Another error stopped the run: save the states already checked. Not across
+            # processes, where such an error is usually one process's own and the others are
+            # in the next step's collectives: Orbax's save would wait for them forever.
+            if (pending is not None and to_save and jax.process_count() == 1
+                    and _known_finite(pending[1])):
+                _save_checked(manager, to_save, good_through=pending[0])
     return state
 
 
@@ -199,7 +206,7 @@ _CHECKED = ("d_loss", "g_loss", "d_grad_norm", "g_grad_norm")
 
 def _check_finite(step: int, metrics) -> None:
     """metrics: of the step that starts from the state of `step` (0-based); read in one
-    transfer."""
+    device_get."""
     for name, value in jax.device_get({name: metrics[name] for name in _CHECKED}).items():
         if not np.isfinite(value := float(value)):
             raise NonFiniteLossError(f"step {step + 1}: {name} is {value}; {_ADVICE}")
@@ -218,7 +225,8 @@ def _known_finite(metrics) -> bool:
 
 def _check_finite_packed(step: int, packed: tuple) -> None:
     """Every floating value of a packed state (`checkpoint.pack`: parameters, statistics,
-    optimizer moments) is finite. Reads this process's replica, which the save reads too."""
+    optimizer moments) is finite. Reads this process's first replica (the replicas of the
+    state are one SPMD program's outputs, the same bits)."""
     arrays, _ = packed
     for array in arrays.values():
         local = np.asarray(array.addressable_data(0))

@@ -57,11 +57,11 @@ def ensure_writable_dir(path: str, flag: str) -> pathlib.Path:
 def writable_dir_until_done(path: str, flag: str):
     """ensure_writable_dir for a body that fills `path`; if the body raises, the directories
     ensure_writable_dir created for it are removed again, innermost first, while empty."""
-    target = pathlib.Path(path).absolute()
-    created = [d for d in (target, *target.parents) if not d.exists()]
-    directory = ensure_writable_dir(path, flag)
+    target = pathlib.Path(path).absolute()  # 'a/../b' creates a and b: both are listed
+    created = [d for d in (target, *target.parents)
+               if d.name != ".." and not os.path.exists(os.path.normpath(d))]
     try:
-        yield directory
+        yield ensure_writable_dir(path, flag)
     except BaseException:
         for d in created:
             try:
