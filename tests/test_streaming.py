@@ -314,3 +314,30 @@ def test_two_processes_read_only_their_rows(tmp_path):
                     expected = np.asarray(device[step][name])[:, 8 * i:8 * (i + 1)]
                     assert blocks[f"{name}{step}"].tobytes() == expected.tobytes()
             assert len(reads) == 6
+
+
+def test_a_failing_cleanup_step_leaves_the_others_to_run(tmp_path, monkeypatch):
+    """The run loop's cleanup (stream, checkpoint manager, log) goes on past a step that
+    raises: here Orbax's final wait, as when the last checkpoint's write fails."""
+    real_make_manager, closed = checkpoint.make_manager, []
+
+    class FailingWait:
+        def __init__(self, manager):
+            self._manager = manager
+
+        def __getattr__(self, name):
+            return getattr(self._manager, name)
+
+        def wait_until_finished(self):
+            self._manager.wait_until_finished()
+            raise OSError("simulated: the checkpoint write failed")
+
+        def close(self):
+            closed.append(True)
+            self._manager.close()
+    monkeypatch.setattr(checkpoint, "make_manager",
+                        lambda *a, **kw: FailingWait(real_make_manager(*a, **kw)))
+    with pytest.raises(OSError, match="the checkpoint write failed"):
+        train_and_evaluate(_config(num_steps=2, **{"data.placement": "host"}),
+                           str(tmp_path / "run"), progress=False)
+    assert closed == [True] and _no_reader_thread()  # both came after the failing wait
