@@ -29,7 +29,7 @@ else
   export PYTHONPATH="$PWD"
 fi
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.45
-declare -A LIMIT=([env]=60 [augment]=120 [train]=300 [train_bf16]=220 [loop]=90 [generate]=60
+declare -A LIMIT=([env]=60 [augment]=120 [train]=300 [train_bf16]=220 [loop]=150 [generate]=60
                   [variants]=150)
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(env augment train train_bf16 loop generate variants)

@@ -188,7 +188,7 @@ def _bench(args, overrides) -> int:
                            reps=args.reps, iters=1 if args.quick else 2,
                            torch_compile=not args.quick, baseline=not args.quick,
                            bfloat16=args.bfloat16, json_path=args.json, chart=chart(suite))
-            train_step.loop_efficiency(steps=30 if args.quick else 60, runs=1 if args.quick else 2,
+            train_step.loop_efficiency(steps=30 if args.quick else 60, runs=1 if args.quick else 5,
                                        json_path=args.json)
         elif suite == "generate":
             generate.run(batches=(16, 64) if args.quick else generate.BATCHES,

@@ -273,7 +273,7 @@ def run(*, configs=CONFIGS, reps: int = 7, iters: int = 2, peers: bool = True,
 
 
 def loop_efficiency(c: TrainConfig = CONFIGS[0], *, steps: int = 60, log_every: int = 10,
-                    checkpoint_every: int = 20, runs: int = 2, reps: int = 5,
+                    checkpoint_every: int = 20, runs: int = 5, reps: int = 5,
                     json_path: str | None = None) -> dict:
     """`train_and_evaluate` (metrics fetched one step late, async checkpoints every
     `checkpoint_every` steps, batches gathered on device) vs the bare jitted step at the same
