@@ -15,7 +15,8 @@ STEP:
   generate    EMA-generator samples/sec over the batch sweep, npz and PNG-folder exports (the
               TFDS export needs tensorflow-datasets, which the device image lacks)
 Every measurement is appended to DIR/gpu.jsonl as soon as it is known (per train config,
-augment shape and generate phase); charts go to DIR/gpu_<step>.png. --quick: the suites' small sweeps (for checking this script on a CPU).
+augment shape and generate phase); charts go to DIR/gpu_<step>.png. --quick: the suites'
+small sweeps (for checking this script on a CPU).
 """
 
 import argparse
