@@ -16,8 +16,7 @@
 # $OUT receives gpu.jsonl (each train config's, augment shape's and generate phase's rows as
 # soon as they are measured, so a step cut short still returns what it measured), gpu.log and
 # one chart per suite. JAX takes 45 % of the GPU's memory, leaving the rest to the PyTorch
-# peers in the same process. QUICK=1 runs the small
-# sweeps, to check this script on a CPU.
+# peers in the same process. QUICK=1 runs the small sweeps, to check this script on a CPU.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ganaug_gpu}
 mkdir -p "$OUT"
