@@ -166,9 +166,23 @@ def test_sample_bits_depend_on_neither_batch_size_nor_first_index():
     stream = generate(run, state, labels=labels[5:23], first_index=5, seed=2, batch_size=7)
     np.testing.assert_array_equal(stream["x"], alone[5:23])
     np.testing.assert_array_equal(stream["y"], labels[5:23])
+    # the default labels (sample i: i % 10) continue across first_index too
+    whole = generate(run, state, num=40, seed=2)
+    parts = [generate(run, state, num=n, first_index=i, seed=2) for i, n in ((0, 13), (13, 27))]
+    np.testing.assert_array_equal(np.concatenate([p["y"] for p in parts]), np.arange(40) % 10)
+    np.testing.assert_array_equal(np.concatenate([p["x"] for p in parts]), whole["x"])
     for bad in (0, 2.0, True):
         with pytest.raises(ValueError, match=f"batch_size must be an int >= 1, got {bad!r}"):
             generate(run, state, num=4, seed=0, batch_size=bad)
+    last = np.iinfo(np.int32).max - 3 - 16  # the highest start: indices up to 16 past the end
+    top = generate(run, state, num=3, label=4, seed=2, first_index=last, batch_size=1)["x"]
+    np.testing.assert_array_equal(
+        generate(run, state, num=1, label=4, seed=2, first_index=last + 2, batch_size=1)["x"],
+        top[2:])
+    for bad in (-1, last + 1):
+        with pytest.raises(ValueError, match=f"first_index must be an int >= 0 \\(int32 range\\), "
+                                             f"got {bad}"):
+            generate(run, state, num=3, seed=2, first_index=bad, batch_size=1)
 
 
 def test_raw_and_ema_generators_match_direct_application(digits_run):

@@ -118,8 +118,9 @@ def balance_to(real_counts: np.ndarray, target: int) -> dict[int, int]:
     return {c: int(max(target - int(n), 0)) for c, n in enumerate(real)}
 
 
-def _resolve_labels(run, num, label, labels) -> tuple[int, np.ndarray | None]:
-    """(num, (num,) int32 labels or None for unconditional models), validated."""
+def _resolve_labels(run, num, label, labels, first_index) -> tuple[int, np.ndarray | None]:
+    """(num, (num,) int32 labels or None for unconditional models), validated; by default
+    sample i (= first_index + row) gets label i % num_classes."""
     if labels is not None:
         if label is not None:
             raise ValueError("give labels or label, not both")
@@ -140,7 +141,8 @@ def _resolve_labels(run, num, label, labels) -> tuple[int, np.ndarray | None]:
     if not run.num_classes:
         return num, None
     if labels is None:
-        labels = np.full(num, label) if label is not None else np.arange(num) % run.num_classes
+        labels = (np.full(num, label) if label is not None else
+                  np.arange(first_index, first_index + num) % run.num_classes)
     return num, labels.astype(np.int32)
 
 
@@ -177,13 +179,19 @@ def _sampler(run, truncation, use_ema, chunk):
     return _SAMPLERS[key][1]
 
 
+def _check_first_index(first_index, last: int) -> None:
+    if isinstance(first_index, bool) or not isinstance(first_index, (int, np.integer)) or \
+            not 0 <= first_index <= last:
+        raise ValueError(f"first_index must be an int >= 0 (int32 range), got {first_index!r}")
+
+
 def generate(run, state, *, num: int | None = None, seed: int, label: int | None = None,
              labels: np.ndarray | None = None, truncation: float | None = None,
              use_ema: bool = True, batch_size: int = 256, first_index: int = 0) -> dict:
     """{'x': (N, *shape) float32 in [-1, 1], 'y': (N,) int32 (conditional only)}.
 
     labels: (N,) int labels, one per sample (e.g. from `labels_for`); else `label` for every
-    sample, else i % num_classes. num may be left out when labels are given.
+    sample, else i % num_classes for sample i. num may be left out when labels are given.
     truncation: latents from a normal truncated to [-t, t] (t > 0); None: plain normal.
     use_ema: the EMA generator (default) or the raw generator parameters.
     first_index: row n is sample first_index + n (its latent from fold_in(key(seed), that
@@ -191,13 +199,12 @@ def generate(run, state, *, num: int | None = None, seed: int, label: int | None
     batch_size: samples per device call and host copy, rounded up to a multiple of the chunk
     (`sample_chunk()`); it does not change any sample.
     """
-    num, labels = _resolve_labels(run, num, label, labels)
+    _check_first_index(first_index, np.iinfo(np.int32).max)
+    num, labels = _resolve_labels(run, num, label, labels, first_index)
     check_positive_int(batch_size, "batch_size")
     chunk = sample_chunk()
     per_call = -(-batch_size // chunk) * chunk
-    if isinstance(first_index, bool) or not isinstance(first_index, (int, np.integer)) or \
-            not 0 <= first_index <= np.iinfo(np.int32).max - num - 2 * per_call:
-        raise ValueError(f"first_index must be an int >= 0 (int32 range), got {first_index!r}")
+    _check_first_index(first_index, np.iinfo(np.int32).max - num - per_call)
     check_truncation(truncation)
     if truncation is not None and getattr(run.generator, "latent_components", 0):
         raise ValueError("--truncation truncates the N(0, I) latents, which would also skew the "
@@ -208,9 +215,8 @@ def generate(run, state, *, num: int | None = None, seed: int, label: int | None
 
     # Calls of per_call samples from the chunk boundary at or before first_index; rows
     # outside [first_index, first_index + num) are computed (label 0) and dropped.
-    lead = first_index % chunk
     xs = []
-    for start in range(first_index - lead, first_index + num, per_call):
+    for start in range(first_index - first_index % chunk, first_index + num, per_call):
         indices = np.arange(start, start + per_call, dtype=np.int32)  # fixed shape: one compile
         lo, hi = max(first_index - start, 0), min(first_index + num - start, per_call)
         call_labels = None
