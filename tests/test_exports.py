@@ -25,6 +25,7 @@ from ganaug_jax.train.generate import (
     generate,
     labels_for,
     load_run_state,
+    sample_chunk,
     sample_latents,
 )
 from ganaug_jax.train.loop import train_and_evaluate
@@ -174,7 +175,7 @@ def test_sample_bits_depend_on_neither_batch_size_nor_first_index():
     for bad in (0, 2.0, True):
         with pytest.raises(ValueError, match=f"batch_size must be an int >= 1, got {bad!r}"):
             generate(run, state, num=4, seed=0, batch_size=bad)
-    last = np.iinfo(np.int32).max - 3 - 16  # the highest start: indices up to 16 past the end
+    last = np.iinfo(np.int32).max - 3 - sample_chunk()  # calls reach a chunk past the end
     top = generate(run, state, num=3, label=4, seed=2, first_index=last, batch_size=1)["x"]
     np.testing.assert_array_equal(
         generate(run, state, num=1, label=4, seed=2, first_index=last + 2, batch_size=1)["x"],
