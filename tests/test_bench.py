@@ -265,6 +265,11 @@ def test_loop_efficiency_counts_every_image_after_the_first_log_row(tmp_path):
     interval_s = sum(4 * 8 / r for r in row["loop_interval_images_per_s"])
     assert each < 8 * 8 / interval_s
     assert row["loop_fraction_of_bare"] == pytest.approx(each / row["bare_step_images_per_s"])
+    # the like-for-like figure: the bare step over as many steps as the run counts (12 - 4)
+    assert row["bare_window_steps"] == 8
+    (window,) = row["bare_window_images_per_s_each"]
+    assert row["bare_window_images_per_s"] == window
+    assert row["loop_fraction_of_bare_window"] == pytest.approx(each / window)
     assert (row["batch"], row["resolution"], row["dtype"]) == (8, 16, "float32")
 
 
