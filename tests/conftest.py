@@ -3,10 +3,16 @@
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-# The CLI's persistent compilation cache goes to a temporary folder, not the user's home.
+# The CLI's persistent compilation cache goes to a temporary folder, not the user's home. The
+# process that makes it (pytest's controller; its xdist workers inherit the variable) removes it
+# at exit.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
-os.environ.setdefault("GANAUG_COMPILATION_CACHE", tempfile.mkdtemp(prefix="ganaug_test_cache_"))
+if "GANAUG_COMPILATION_CACHE" not in os.environ:
+    os.environ["GANAUG_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="ganaug_test_cache_")
+    atexit.register(shutil.rmtree, os.environ["GANAUG_COMPILATION_CACHE"], ignore_errors=True)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
