@@ -676,6 +676,39 @@ def test_ada_p_stays_in_unit_interval_and_tracks_overfitting():
     assert len(leaves) == 5 and all(np.ndim(leaf) == 0 for leaf in leaves)
 
 
+def test_ada_counts_images_not_logits_and_leaves_nan_logits_out():
+    """A patch discriminator's (N, 8, 8) map counts as N images (its mean sign as each
+    image's), and NaN logits reach neither r_t nor p; an interval of only NaN keeps both."""
+    update = jax.jit(A.make_ada_update(target=0.6, speed_images=1000, interval=1))
+    state = A.ada_init(p=0.5)
+    one = update(state, jnp.ones((4, 1)))
+    patches = update(state, jnp.ones((4, 8, 8)))
+    assert float(one.p) == float(patches.p) == pytest.approx(0.5 + 4 / 1000)
+    # image 0: 48 positive, 16 negative logits (mean sign 0.5); images 1-3: all negative
+    mixed = -np.ones((4, 8, 8), np.float32)
+    mixed[0, :6] = 1.0
+    out = update(state, mixed)
+    assert float(out.rt) == pytest.approx((0.5 - 3) / 4)
+    assert float(out.p) == pytest.approx(0.5 - 4 / 1000)
+    with_nan = update(state, jnp.array([1.0, jnp.nan, -1.0, 1.0]))  # 3 images: r_t = 1/3
+    assert float(with_nan.rt) == pytest.approx(1 / 3)
+    assert float(with_nan.p) == pytest.approx(0.5 - 3 / 1000)
+    all_nan = update(with_nan, jnp.full((4,), jnp.nan))
+    assert float(all_nan.p) == float(with_nan.p) and float(all_nan.rt) == float(with_nan.rt)
+    assert int(all_nan.calls) == 0 and float(all_nan.count) == 0.0
+
+
+def test_empty_batches_pass_through_every_preset():
+    for name in ("ada:bgc", "ada:bgcfnc", "diffaugment:color,translation,cutout"):
+        empty = np.zeros((0, 8, 8, 3), np.float32)
+        assert A.preset(name)(jax.random.key(0), empty, 0.5).shape == (0, 8, 8, 3), name
+
+
+def test_a_numpy_integer_radius_blurs_like_a_python_int(rgb_batch):
+    np.testing.assert_array_equal(np.asarray(A.gaussian_blur(rgb_batch, 1.0, radius=np.int64(2))),
+                                  np.asarray(A.gaussian_blur(rgb_batch, 1.0, radius=2)))
+
+
 # ---- presets ----
 
 def test_diffaugment_translation_is_whole_pixels_within_an_eighth():
@@ -766,6 +799,23 @@ def test_diffaugment_cutout_zeroes_half_size_squares():
     (lambda x: A.random_brightness(0, x), r"key must be a PRNG key.*got int"),
     (lambda x: A.preset("ada:bgc")(np.zeros(2, np.float32), x, 0.5), r"key must be a PRNG key"),
     (lambda x: A.random_hue(jax.random.split(jax.random.key(0), 4), x), r"key must be a PRNG key"),
+    (lambda x: A.scale(x, 0.0), "factor must be non-zero"),
+    (lambda x: A.anisotropic_scale(x, 1.0, np.array([1, 0, 1, 1.0])), "scale_y must be non-zero"),
+    (lambda x: A.rotate(x, np.array([1, np.nan, 2, 3])), "degrees must be finite"),
+    (lambda x: A.affine_transform(x, np.diag([np.inf, 1, 1])), "matrix must be finite"),
+    (lambda x: A.crop_and_resize(x, np.full((4, 4), np.nan)), "boxes must be finite"),
+    (lambda x: A.random_scale(jax.random.key(0), x, factor_range=(0.0, 1.0)), "lo > 0"),
+    (lambda x: A.random_scale(jax.random.key(0), x, log2_std=40.0), "log2_std must be <= 16"),
+    (lambda x: A.rotate(x, 10.0, border="constant", fill="a"), "fill must be a real number"),
+    (lambda x: A.make_pipeline([A.op("rotate")], fill=np.nan), "fill must be finite"),
+    (lambda x: A.cutout(x, 0.5, 0.5, 0.2, 0.2, fill=None), "fill must be a real number"),
+    (lambda x: A.op("rotate", max_deg=3), r"op 'rotate': unknown parameter\(s\) \['max_deg'\]"),
+    (lambda x: A.preset("ada:bgc")(jax.random.key(0), x, None), "p must be a scalar probability"),
+    (lambda x: A.preset("ada:bgc")(jax.random.key(0), x, "0.5"), "p must be a scalar probability"),
+    (lambda x: A.gaussian_blur(x, 1.0, radius=True), "radius must be a non-negative int"),
+    (lambda x: A.make_ada_update(speed_images=np.nan), "speed_images must be a finite number"),
+    (lambda x: A.make_ada_update(interval=2.5), "interval must be an int >= 1"),
+    (lambda x: A.make_ada_update()(A.ada_init(), np.zeros(0)), r"d_real_logits must have shape"),
 ])
 def test_bad_input_raises_value_error_naming_the_argument(call, message, rgb_batch):
     with pytest.raises(ValueError, match=message):
@@ -784,3 +834,4 @@ def test_a_traced_p_outside_0_1_is_clipped(rgb_batch):
     np.testing.assert_array_equal(np.asarray(pipe(key, rgb_batch, 1.5)),
                                   np.asarray(pipe(key, rgb_batch, 1.0)))
     np.testing.assert_array_equal(np.asarray(pipe(key, rgb_batch, -0.5)), rgb_batch)
+    np.testing.assert_array_equal(np.asarray(pipe(key, rgb_batch, jnp.nan)), rgb_batch)  # no op

@@ -104,6 +104,31 @@ def test_kernel_equals_the_reference(shape, border, interpolation):
     np.testing.assert_array_equal(plain[keep], plain_ref[keep])
 
 
+@pytest.mark.skipif(not A.fast_kernels_available(), reason="the C++ kernel is not built")
+@pytest.mark.parametrize("width", [7, 8, 13])  # the scalar tail after 4- and 8-lane blocks
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+def test_non_finite_matrices_read_inside_the_image_and_leave_other_samples_alone(
+        width, border, interpolation):
+    """Traced matrices holding inf or NaN (a zoom of 0, a NaN angle: concrete ones are refused
+    on entry) once sent the kernel's scalar tail reading outside the image (a segfault). What
+    such a sample shows is unspecified, but the kernel reads only its pixels (NaN coordinates
+    read the first row or column, as its vector paths do), so the output is finite, and the
+    other samples come out as they do in a batch without it."""
+    images, geometry, colour = _inputs((4, 5, width, 3))
+    inf, nan = np.float32(np.inf), np.float32(np.nan)
+    geometry = (geometry.at[0, 0, 0].set(inf).at[0, 1, 1].set(inf)  # scale 0's inverse
+                .at[1, :2].set(nan).at[2, 0, 2].set(inf).at[2, 1, 2].set(-inf))
+    slope = _slope(4, 3)
+    options = dict(border=border, interpolation=interpolation, fill=0.25)
+    warp = jax.jit(lambda *a: _warp.warp(*a, **options))
+    out, means = map(np.asarray, warp(images, geometry, colour, slope))
+    assert np.isfinite(out).all() and np.isfinite(means).all()
+    alone, alone_means = map(np.asarray, warp(images[3:], geometry[3:], colour[3:], slope[3:]))
+    np.testing.assert_array_equal(out[3], alone[0])
+    np.testing.assert_array_equal(means[3], alone_means[0])
+
+
 def _topleft(centred, h, w):
     """A centred output->input matrix (see _resample) in top-left pixel coordinates, float64."""
     cx, cy = (w - 1) / 2, (h - 1) / 2

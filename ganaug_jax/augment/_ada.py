@@ -2,9 +2,12 @@
 
 The overfitting heuristic r_t = E[sign(D(x_real))] is accumulated over `interval` calls;
 then p moves by sign(r_t - target) * (images seen since the last adjustment) / speed_images,
-so p can go from 0 to 1 in `speed_images` images, and is kept in [0, 1].
+so p can go from 0 to 1 in `speed_images` images, and is kept in [0, 1]. NaN logits (a
+diverged discriminator) are left out of both counts, so they never reach p.
 """
 
+import math
+import numbers
 from typing import Callable, NamedTuple
 
 import jax
@@ -31,20 +34,35 @@ def ada_init(*, p: float = 0.0) -> AdaState:
 
 def make_ada_update(*, target: float = 0.6, speed_images: int = 500_000,
                     interval: int = 4) -> Callable[[AdaState, jax.Array], AdaState]:
-    """Returns update(state, d_real_logits) -> state; d_real_logits of any shape."""
+    """Returns update(state, d_real_logits) -> state.
+
+    d_real_logits: (N, ...) float, the discriminator's logits on N real images, one or more
+    per image (a patch discriminator's map counts as one image, its mean sign as the image's).
+    """
     if not 0.0 < target < 1.0:
         raise ValueError(f"target must be in (0, 1), got {target}")
-    if speed_images <= 0 or interval < 1:
-        raise ValueError(f"speed_images must be > 0 and interval >= 1, got {speed_images}, {interval}")
+    if not (isinstance(speed_images, numbers.Real) and math.isfinite(speed_images)
+            and speed_images > 0):
+        raise ValueError(f"speed_images must be a finite number > 0 (images for p to go from 0 "
+                         f"to 1), got {speed_images!r}")
+    if isinstance(interval, bool) or not isinstance(interval, numbers.Integral) or interval < 1:
+        raise ValueError(f"interval must be an int >= 1 (calls per adjustment), got {interval!r}")
 
     def update(state: AdaState, d_real_logits: jax.Array) -> AdaState:
         logits = jnp.asarray(d_real_logits, jnp.float32)
-        sign_sum = state.sign_sum + jnp.sum(jnp.sign(logits))
-        count = state.count + logits.size
+        if logits.ndim == 0 or logits.size == 0:
+            raise ValueError(f"d_real_logits must have shape (N, ...) with N >= 1 and at least "
+                             f"one logit per image, got shape {logits.shape}")
+        per_image = logits.size // logits.shape[0]
+        valid = ~jnp.isnan(logits)
+        # in images: each logit counts 1 / (logits per image)
+        sign_sum = state.sign_sum + jnp.sum(jnp.where(valid, jnp.sign(logits), 0.0)) / per_image
+        count = state.count + jnp.sum(valid, dtype=jnp.float32) / per_image
         calls = state.calls + 1
         adjust = calls >= interval
-        rt = sign_sum / count
-        step = jnp.sign(rt - target) * count / speed_images
+        seen = count > 0  # an interval of only NaN logits leaves p and r_t as they were
+        rt = jnp.where(seen, sign_sum / jnp.where(seen, count, 1.0), state.rt)
+        step = jnp.where(seen, jnp.sign(rt - target) * count / speed_images, 0.0)
         new_p = jnp.clip(state.p + step, 0.0, 1.0)
         zero = jnp.zeros_like(sign_sum)
         return AdaState(

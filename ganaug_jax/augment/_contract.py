@@ -8,6 +8,11 @@ be traced); shapes, dtypes, keys and concrete probabilities are checked before a
 (a traced p, e.g. ADA's inside a jitted step, is clipped to [0, 1] instead). The layout is
 not guessed: an NCHW (4, 3, 8, 8) batch reads as H = 3, W = 8, C = 8.
 
+Op parameters must be finite (and zoom factors non-zero): concrete ones are checked on
+entry, traced ones cannot be. A traced non-finite geometry gives an unspecified image for
+that sample (NaN in the pure-JAX pass, finite pixels of that image in the XLA:CPU kernel),
+and leaves the other samples alone. The random ops' ranges cannot draw one.
+
 Coordinates: x is the column, y the row, in pixels, with pixel centres at integers.
 Geometric ops act about the image centre ((W - 1) / 2, (H - 1) / 2).
 Borders: 'reflect' (half-sample symmetric, d c b a | a b c d | d c b a), 'edge'
@@ -43,8 +48,31 @@ def check_images(images: Any, name: str = "images") -> jax.Array:
     return jnp.asarray(images)
 
 
+def check_finite(value: Any, name: str) -> None:
+    """A concrete floating-point value must be finite (NaN or inf would give meaningless
+    images); a traced one cannot be checked here."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    array = np.asarray(value)
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite, got {value}")
+
+
+def check_fill(fill: Any, name: str = "fill") -> float:
+    """The constant border's (or cutout's) value: a finite Python or NumPy real scalar."""
+    if isinstance(fill, (bool, np.bool_)) or not isinstance(fill, (int, float, np.integer,
+                                                                   np.floating)):
+        raise ValueError(f"{name} must be a real number (a static scalar, e.g. 0.0), got "
+                         f"{fill!r}")
+    if not np.isfinite(fill):
+        raise ValueError(f"{name} must be finite, got {fill}")
+    return float(fill)
+
+
 def check_param(value: Any, n: int, name: str, dtype=jnp.float32) -> jax.Array:
-    """Broadcasts a scalar or checks a per-sample array of shape (N,)."""
+    """Broadcasts a scalar or checks a per-sample array of shape (N,); concrete values must
+    be finite."""
+    check_finite(value, name)
     value = jnp.asarray(value)
     if value.ndim == 0:
         return jnp.broadcast_to(value.astype(dtype), (n,))
@@ -55,7 +83,10 @@ def check_param(value: Any, n: int, name: str, dtype=jnp.float32) -> jax.Array:
 
 def check_probability(p: Any, name: str = "p") -> jax.Array:
     """Checks a scalar probability: a concrete value must lie in [0, 1]; a traced one, which
-    cannot be checked, is clipped to [0, 1]."""
+    cannot be checked, is clipped to [0, 1] (a traced NaN stays NaN: no op is applied)."""
+    if p is None or isinstance(p, (str, bytes)):
+        raise ValueError(f"{name} must be a scalar probability in [0, 1] (a number or a "
+                         f"0-d array), got {p!r}")
     p_arr = jnp.asarray(p, dtype=jnp.float32)
     if p_arr.ndim != 0:
         raise ValueError(f"{name} must be a scalar probability in [0, 1], got shape {p_arr.shape}")

@@ -16,6 +16,8 @@ def separable_filter(images: jax.Array, taps: jax.Array) -> jax.Array:
     convolution): one XLA op per axis, however long the kernel.
     """
     n, h, w, c = images.shape
+    if n == 0:  # an empty batch: nothing to filter (a convolution needs >= 1 channel group)
+        return images
     k = taps.shape[1]
     radius = k // 2
     padded = jnp.pad(images, ((0, 0), (radius, radius), (radius, radius), (0, 0)),

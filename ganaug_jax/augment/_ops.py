@@ -6,16 +6,18 @@ input dtype. Scalars are broadcast to (N,).
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ganaug_jax.augment import _colour, _geometry, _pixel, _resample
 from ganaug_jax.augment import _warp as _warp_lib
-from ganaug_jax.augment._contract import (BORDERS, INTERPOLATIONS, check_choice, check_images,
-                                          check_param)
+from ganaug_jax.augment._contract import (BORDERS, INTERPOLATIONS, check_choice, check_fill,
+                                          check_finite, check_images, check_param)
 
 
 def _warp(images, matrices, border, interpolation, fill):
     check_choice(border, BORDERS, "border")
     check_choice(interpolation, INTERPOLATIONS, "interpolation")
+    fill = check_fill(fill)
     out, _ = _warp_lib.warp(images.astype(jnp.float32), matrices, border=border,
                             interpolation=interpolation, fill=fill)
     return out.astype(images.dtype)
@@ -33,6 +35,13 @@ def _images_and_params(images, **params):
     images = check_images(images)
     n = images.shape[0]
     return images, [check_param(v, n, name) for name, v in params.items()]
+
+
+def _check_nonzero(factor, name):
+    """A zoom factor of 0 collapses the image to a point (its inverse map is infinite)."""
+    if not isinstance(factor, jax.core.Tracer) and bool(jnp.any(factor == 0)):
+        raise ValueError(f"{name} must be non-zero (a zoom factor; negative also mirrors), got "
+                         f"{factor}")
 
 
 def _images_and_mask(images, mask):
@@ -82,15 +91,18 @@ def rotate(images: jax.Array, degrees, *, border: str = "reflect",
 
 def scale(images: jax.Array, factor, *, border: str = "reflect",
           interpolation: str = "bilinear", fill: float = 0.0) -> jax.Array:
-    """Zooms by factor (N,) about the centre (> 1 enlarges the content)."""
+    """Zooms by factor (N,), non-zero, about the centre (> 1 enlarges the content)."""
     images, (factor,) = _images_and_params(images, factor=factor)
+    _check_nonzero(factor, "factor")
     return _warp(images, _geometry.scale(factor, factor), border, interpolation, fill)
 
 
 def anisotropic_scale(images: jax.Array, scale_x, scale_y, *, border: str = "reflect",
                       interpolation: str = "bilinear", fill: float = 0.0) -> jax.Array:
-    """Zooms x by scale_x (N,) and y by scale_y (N,) about the centre."""
+    """Zooms x by scale_x (N,) and y by scale_y (N,), non-zero, about the centre."""
     images, (sx, sy) = _images_and_params(images, scale_x=scale_x, scale_y=scale_y)
+    _check_nonzero(sx, "scale_x")
+    _check_nonzero(sy, "scale_y")
     return _warp(images, _geometry.scale(sx, sy), border, interpolation, fill)
 
 
@@ -110,6 +122,7 @@ def affine_transform(images: jax.Array, matrix, *, border: str = "reflect",
     """
     images = check_images(images)
     n, h, w, _ = images.shape
+    check_finite(matrix, "matrix")
     matrix = jnp.asarray(matrix, jnp.float32)
     if matrix.shape == (3, 3):
         matrix = jnp.broadcast_to(matrix, (n, 3, 3))
@@ -124,6 +137,7 @@ def crop_and_resize(images: jax.Array, boxes, *, border: str = "edge",
     full image size. boxes: (N, 4) float (a random-resized-crop box per sample)."""
     images = check_images(images)
     n, h, w, _ = images.shape
+    check_finite(boxes, "boxes")
     boxes = jnp.asarray(boxes, jnp.float32)
     if boxes.shape != (n, 4):
         raise ValueError(f"boxes must have shape (N, 4) = ({n}, 4) as (top, left, height, width), "
@@ -187,7 +201,7 @@ def cutout(images: jax.Array, center_y, center_x, height, width, *, fill: float 
     """
     images, params = _images_and_params(images, center_y=center_y, center_x=center_x,
                                          height=height, width=width)
-    return _pixelwise(_pixel.cutout, images, *params, fill)
+    return _pixelwise(_pixel.cutout, images, *params, check_fill(fill))
 
 
 def gaussian_noise(images: jax.Array, noise, std) -> jax.Array:
@@ -203,6 +217,7 @@ def gaussian_blur(images: jax.Array, sigma, *, radius: int) -> jax.Array:
     """Gaussian blur with per-sample sigma (N,) >= 0, kernel of 2 * radius + 1 taps, reflect
     borders (scipy.ndimage.gaussian_filter with truncate = radius / sigma)."""
     images, (sigma,) = _images_and_params(images, sigma=sigma)
-    if not isinstance(radius, int) or radius < 0:
+    if (isinstance(radius, (bool, np.bool_)) or not isinstance(radius, (int, np.integer))
+            or radius < 0):
         raise ValueError(f"radius must be a non-negative int (static), got {radius!r}")
-    return _pixelwise(_pixel.gaussian_blur, images, sigma, radius)
+    return _pixelwise(_pixel.gaussian_blur, images, sigma, int(radius))

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from ganaug_jax.augment import _colour, _resample, _warp
-from ganaug_jax.augment._contract import (BORDERS, INTERPOLATIONS, check_choice, check_images,
-                                          check_key, check_probability)
+from ganaug_jax.augment._contract import (BORDERS, INTERPOLATIONS, check_choice, check_fill,
+                                          check_images, check_key, check_probability)
 from ganaug_jax.augment._specs import COLOUR, GEOMETRIC, Op, sample
 
 Pipeline = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
@@ -144,6 +144,7 @@ def make_pipeline(ops: Sequence[Op], *, border: str = "reflect",
     ops = _check_ops(ops)
     check_choice(border, BORDERS, "border")
     check_choice(interpolation, INTERPOLATIONS, "interpolation")
+    fill = check_fill(fill)
 
     def pipeline(key: jax.Array, images: jax.Array, p=1.0) -> jax.Array:
         key = check_key(key)

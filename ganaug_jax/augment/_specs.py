@@ -10,6 +10,7 @@ the parameter distributions.
 """
 
 import dataclasses
+import inspect
 from typing import Callable, Mapping
 
 import jax
@@ -92,12 +93,19 @@ def _factor(u, factor_range, log2_std):
     return _uniform(u, *factor_range)
 
 
-def _check_factor_args(name, factor_range, log2_std):
+def _check_factor_args(name, factor_range, log2_std, *, zoom=False):
+    """zoom: a geometric factor, which must be > 0 (0 collapses the image to a point)."""
     if log2_std is not None:
         if not log2_std >= 0:
             raise ValueError(f"{name}: log2_std must be >= 0, got {log2_std}")
+        if zoom and not log2_std <= 16:  # draws reach +-5.2 std: 2 ** (5.2 * 16) is finite
+            raise ValueError(f"{name}: log2_std must be <= 16 (a zoom factor of 2 ** N(0, "
+                             f"log2_std) must stay finite and non-zero), got {log2_std}")
     else:
         check_range(*factor_range, f"{name}: factor_range", low_bound=0.0)
+        if zoom and not factor_range[0] > 0:
+            raise ValueError(f"{name}: factor_range must have lo > 0 (a zoom factor of 0 "
+                             f"collapses the image to a point), got {tuple(factor_range)}")
 
 
 # ---- geometric ----
@@ -121,7 +129,9 @@ def flip_up_down(*, probability: Callable = lambda p: p) -> Op:
 
 
 def rot90(*, probability: Callable = lambda p: p) -> Op:
-    """k quarter turns, k uniform in {1, 2, 3} (square images only)."""
+    """k quarter turns, k uniform in {1, 2, 3}. Exact on square images; on others it is, as in
+    StyleGAN2-ADA's pipe, a quarter-turn resample about the centre that the border fills (the
+    deterministic `rot90` op refuses non-square images instead)."""
     return Op("rot90", GEOMETRIC, lambda u, key, shape, p: {"k": _randint(u[:, 0], 1, 4)},
               {"k": 0}, lambda q, h, w: _geometry.rot90(q["k"]), probability=probability)
 
@@ -174,7 +184,7 @@ def rotate(*, max_degrees: float = 15.0, probability: Callable = lambda p: p) ->
 
 def scale(*, factor_range=(0.8, 1.25), log2_std=None) -> Op:
     """Isotropic scale: U(factor_range), or 2 ** N(0, log2_std) (StyleGAN2-ADA)."""
-    _check_factor_args("scale", factor_range, log2_std)
+    _check_factor_args("scale", factor_range, log2_std, zoom=True)
     return Op("scale", GEOMETRIC,
               lambda u, key, shape, p: {"factor": _factor(u[:, 0], factor_range, log2_std)},
               {"factor": 1.0}, lambda q, h, w: _geometry.scale(q["factor"], q["factor"]))
@@ -182,7 +192,7 @@ def scale(*, factor_range=(0.8, 1.25), log2_std=None) -> Op:
 
 def anisotropic_scale(*, factor_range=(0.8, 1.25), log2_std=None) -> Op:
     """Scale x by s and y by 1 / s, s from U(factor_range) or 2 ** N(0, log2_std)."""
-    _check_factor_args("anisotropic_scale", factor_range, log2_std)
+    _check_factor_args("anisotropic_scale", factor_range, log2_std, zoom=True)
     return Op("anisotropic_scale", GEOMETRIC,
               lambda u, key, shape, p: {"factor": _factor(u[:, 0], factor_range, log2_std)},
               {"factor": 1.0},
@@ -258,7 +268,8 @@ def saturation(*, factor_range=(0.8, 1.2), log2_std=None) -> Op:
 
 
 def hue(*, max_degrees: float = 30.0) -> Op:
-    """Hue rotation by U(-max_degrees, max_degrees) about the luma axis (RGB only)."""
+    """Hue rotation by U(-max_degrees, max_degrees) about the luma axis (RGB; the identity
+    when C != 3)."""
     if not 0 <= max_degrees <= 180:
         raise ValueError(f"hue: max_degrees must be in [0, 180], got {max_degrees}")
     return Op("hue", COLOUR,
@@ -376,4 +387,9 @@ def op(name: str, **kwargs) -> Op:
     """Builds a registered op by name, e.g. op('rotate', max_degrees=10)."""
     if name not in OPS:
         raise ValueError(f"unknown op {name!r}; expected one of {sorted(OPS)}")
+    accepted = inspect.signature(OPS[name]).parameters
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"op {name!r}: unknown parameter(s) {unknown}; expected some of "
+                         f"{list(accepted)}")
     return OPS[name](**kwargs)

@@ -76,10 +76,15 @@ inline float Reflect(float coord, float size) {
   return t - 0.5f;
 }
 
-// Share of a bilinear sample inside the image along one axis (_resample._inside_weight).
+// maxps / minps on one lane: b when either operand is NaN (std::max and std::min return a).
+inline float MaxPs(float a, float b) { return a > b ? a : b; }
+inline float MinPs(float a, float b) { return a < b ? a : b; }
+
+// Share of a bilinear sample inside the image along one axis (_resample._inside_weight), as
+// the vector paths compute it (a NaN coordinate counts as inside).
 inline float InsideWeight(float coord, float size) {
-  const float outside = std::max(std::max(-coord, coord - (size - 1.0f)), 0.0f);
-  return std::min(std::max(1.0f - outside, 0.0f), 1.0f);
+  const float outside = MaxPs(MaxPs(-coord, coord - (size - 1.0f)), 0.0f);
+  return MinPs(MaxPs(1.0f - outside, 0.0f), 1.0f);
 }
 
 // One output row's source coordinates, per thread and reused from call to call (a work item
@@ -332,7 +337,9 @@ void WarpRows(const Geometry& g, const float* image, const float* image_end, con
   int32_t* const row_offset = scratch.offset.data();
   const float m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3], m4 = m[4], m5 = m[5];
   // Source pixels kAhead output rows below, plus one row (the patch's bottom row).
-  [[maybe_unused]] const int64_t prefetch_shift =
+  // (0 for a non-finite or huge matrix: only an address hint, but lround must not overflow.)
+  const bool moderate = std::fabs(m1) < 1e6f && std::fabs(m4) < 1e6f;
+  [[maybe_unused]] const int64_t prefetch_shift = !moderate ? 0 :
       static_cast<int64_t>(std::lround(kAhead * m4 + 1.0f)) * w +
       static_cast<int64_t>(std::lround(kAhead * m1));
   // Output tiles of kTile columns keep each tile's source region in cache (a rotated row
@@ -351,8 +358,10 @@ void WarpRows(const Geometry& g, const float* image, const float* image_end, con
         row_inside_x[x] = InsideWeight(sx, fw);
         row_inside_y[x] = InsideWeight(sy, fh);
       }
-      sx = std::min(std::max(sx, 0.0f), fw - 1.0f);
-      sy = std::min(std::max(sy, 0.0f), fh - 1.0f);
+      // NaN goes to 0, as in the vector paths: the tap read below stays inside the image
+      // whatever the matrix holds.
+      sx = MinPs(MaxPs(sx, 0.0f), fw - 1.0f);
+      sy = MinPs(MaxPs(sy, 0.0f), fh - 1.0f);
       row_sx[x] = sx;
       row_sy[x] = sy;
       // sx, sy >= 0 here, so truncation is floor.
