@@ -139,8 +139,20 @@ def _demo(args, overrides) -> int:
     return 0
 
 
+def _seed(text: str) -> int:
+    """argparse type of a seed: an int in [0, 2**63 - 1] (what jax.random.key takes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+    from ganaug_jax import config as config_lib
+    if not 0 <= value <= config_lib.MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an int in [0, 2**63 - 1], got {value}")
+    return value
+
+
 def _add_evaluate_flags(parser, *, seeds) -> None:
-    parser.add_argument("--seeds", type=int, nargs="+", default=seeds,
+    parser.add_argument("--seeds", type=_seed, nargs="+", default=seeds,
                         help=f"classifier seeds (default {' '.join(map(str, seeds))})")
     parser.add_argument("--arms", nargs="+", default=None, metavar="ARM",
                         help="arms to train, from real real+classical real+gan real+both gan "
@@ -179,6 +191,10 @@ def _bench(args, overrides) -> int:
 
     def chart(suite):
         return args.chart or f"{stem}_{suite}.png"
+    from ganaug_jax.train import outputs  # where results go, checked before hours of timing
+    for flag, path in (("--json", args.json), ("--chart", args.chart or chart(suites[0]))):
+        if path:
+            outputs.ensure_writable_dir(str(pathlib.Path(path).absolute().parent), flag)
     for suite in suites:
         if suite == "augment":
             from ganaug_jax.bench import augment
@@ -285,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--truncation", type=float, default=None,
                      help="latents from a normal truncated to [-T, T] (T > 0)")
     gen.add_argument("--raw", action="store_true", help="the raw generator instead of the EMA one")
-    gen.add_argument("--seed", type=int, default=0, help="sample i depends only on (seed, i)")
+    gen.add_argument("--seed", type=_seed, default=0, help="sample i depends only on (seed, i)")
     gen.add_argument("--overwrite", action="store_true", help="replace an earlier export at --out")
     gen.add_argument("--privacy-threshold", type=float, default=None, metavar="T",
                      help="drop samples whose nearest real training image, in the domain "

@@ -37,6 +37,19 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(saved)
 
 
+def read_saved(path) -> ml_collections.ConfigDict:
+    """A run's config.json (`path`) as from_saved reads it; a ValueError naming the file when
+    it is not a JSON object."""
+    try:
+        saved = json.loads(pathlib.Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable run config (JSON): {error}") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{str(path)!r} is not a run config: expected a JSON object, got "
+                         f"{type(saved).__name__}")
+    return from_saved(saved)
+
+
 def bundled_configs() -> pathlib.Path:
     """The configs/ folder that comes with ganaug_jax: the copy a wheel installs as
     ganaug_jax/configs, else the repository's (a checkout or an editable install)."""
@@ -84,7 +97,7 @@ def _parse_value(text: str, current):
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         raise ValueError(f"expected a {type(current).__name__}, got {text!r}") from None
-    if isinstance(current, float) and isinstance(value, int):
+    if isinstance(current, float) and type(value) is int:  # not a bool (an int subclass)
         value = float(value)
     if type(value) is not type(current):
         raise ValueError(f"expected a {type(current).__name__}, got {text!r}")
@@ -161,6 +174,8 @@ _NON_NEGATIVE = ("seed", "sample_every", "data.resolution", "data.channels", "da
 _UNIT = ("loss.real_label", "optim.b1", "optim.b2", "augment.ada_initial_p")
 
 
+MAX_SEED = 2 ** 63 - 1  # jax.random.key takes an int64
+
 # Every key the trainer reads (configs/default.py sets each one; a test keeps them in step).
 KNOWN_KEYS = frozenset({
     "seed", "num_steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every",
@@ -199,6 +214,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in _NON_NEGATIVE:
         if not flat[key] >= 0:
             raise ValueError(f"config key {key!r} must be >= 0, got {flat[key]!r}")
+    for key in ("seed", "data.split_seed", "data.subset_seed"):
+        if not flat[key] <= MAX_SEED:
+            raise ValueError(f"config key {key!r} must be <= 2**63 - 1, got {flat[key]!r}")
     if flat["model.minibatch_std"] and flat["batch_size"] % flat["model.minibatch_std"]:
         raise ValueError(f"config key 'batch_size' ({flat['batch_size']}) must be divisible by "
                          f"'model.minibatch_std' ({flat['model.minibatch_std']})")

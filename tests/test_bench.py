@@ -92,6 +92,12 @@ def test_bench_rejects_bad_arguments(tmp_path):
     assert result.returncode == 2 and "--reps must be >= 5" in result.stderr
     result = _cli("bench", "--chart", "x.png", cwd=tmp_path)
     assert result.returncode == 2 and "--chart names one suite's chart" in result.stderr
+    (tmp_path / "afile").write_text("x")  # results that cannot be written: refused up front
+    for flag in ("--json", "--chart"):
+        result = _cli("bench", "--suite", "train", "--quick", flag, "afile/r.out", cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert f"{flag} '{tmp_path / 'afile'}' is not a writable directory" in result.stderr
+        assert "img/s" not in result.stdout  # nothing was timed
 
 
 def test_generate_suite_rejects_an_unknown_export_format_before_it_runs(monkeypatch):

@@ -214,6 +214,11 @@ def test_npz_round_trip(kind, with_test, tmp_path):
      r"label 2 found but class_names has only 2"),
     ({"x": np.zeros((3, 2, 2), np.uint8), "y": np.arange(3), "x_test": np.zeros((1, 2, 2))},
      r"x_test and y_test must come together"),
+    # not wrapped to int32 (2 ** 32 + 1 would read as class 1), nor counted into a 2 ** 31 array
+    ({"x": np.zeros((3, 2, 2), np.uint8), "y": np.array([0, 1, 2 ** 32 + 1])},
+     r"labels must be class indices 0..K-1, found 4294967297"),
+    ({"x": np.zeros((3, 2, 2), np.uint8), "y": np.array([0, 1, 2 ** 31 - 1])},
+     r"label 2147483647 found with only 3 images in y"),
 ])
 def test_npz_errors(arrays, message, tmp_path):
     path = str(tmp_path / "bad.npz")

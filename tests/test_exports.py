@@ -497,6 +497,8 @@ def test_cli_num_with_label_to_npz(digits_run, tmp_path, capsys):
     (["--num", "4", "--format", "npz"], "--out must be a .npz file name for --format npz"),
     (["--num", "4", "--label", "12"], r"--label must be in [0, 10), got 12"),
     (["--balance-to", "1"], "--balance-to 1: every class already has that many real samples"),
+    (["--num", "3000000000"], "--num must be <= 2,146,435,071 (sample indices are int32)"),
+    (["--per-class", "300000000"], "--per-class asks for 3,000,000,000 samples; at most"),
 ])
 def test_cli_rejects_bad_options(args, message, digits_run, tmp_path, capsys):
     out = tmp_path / "out"
@@ -504,6 +506,20 @@ def test_cli_rejects_bad_options(args, message, digits_run, tmp_path, capsys):
     assert code == 2 and stdout == ""
     assert stderr.startswith("ganaug generate: error: ") and message in stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["npz", "folder"])
+def test_cli_refuses_an_out_it_cannot_create_before_loading_the_run(fmt, tmp_path, capsys):
+    """--out below a regular file: one error naming --out, before the run is even read (the
+    workdir here holds none), and nothing created."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    out = blocker / "sub" / ("x.npz" if fmt == "npz" else "x")
+    code, stdout, stderr = _main(capsys, "--workdir", tmp_path / "no_run", "--out", out, "--num", 3)
+    assert code == 2 and stdout == ""
+    assert stderr == (f"ganaug generate: error: --out {str(out)!r} cannot be written: "
+                      f"{str(blocker)!r} is not a directory\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and blocker.read_text() == "x"
 
 
 def test_cli_refuses_existing_out_and_unconditional_options(digits_run, ring_run, tmp_path, capsys):

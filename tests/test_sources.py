@@ -193,6 +193,8 @@ def test_tfds_mnist_uses_its_own_test_split(mnist_metadata_dir, tmp_path):
     ({"data.resolution": -8}, r"'data.resolution' must be >= 0"),
     ({"loss.mode_seeking": -1.0}, r"'loss.mode_seeking' must be >= 0"),
     ({"model.minibatch_std": -2}, r"'model.minibatch_std' must be >= 0"),
+    ({"seed": 2 ** 63}, r"'seed' must be <= 2\*\*63 - 1"),
+    ({"data.split_seed": 2 ** 64}, r"'data.split_seed' must be <= 2\*\*63 - 1"),
 ])
 def test_validate_rejects_bad_values_naming_the_key(overrides, message):
     config = _config(**overrides)
@@ -215,6 +217,9 @@ def test_unknown_keys_rejected():
         _config(**{"data.resolutoin": 8})
     with pytest.raises(ValueError, match=r"config key 'data.per_class': expected a int"):
         _config(**{"data.per_class": "five"})
+    with pytest.raises(ValueError, match=r"config key 'optim.g_lr': expected a float, got 'True'"):
+        _config(**{"optim.g_lr": True})  # a bool is an int, but not a learning rate
+    assert _config(**{"optim.g_lr": 1}).optim.g_lr == 1.0
     config = config_lib.load_config(DEFAULT)
     config.data.extra = 1
     with pytest.raises(ValueError, match=r"unknown config key\(s\) \['data.extra'\]"):
@@ -265,11 +270,12 @@ def _train_args(workdir, source, *extra):
 
 
 @pytest.mark.parametrize("kind", ["npz", "folder"])
-def test_cli_trains_on_npz_and_image_folder(kind, tmp_path, capsys):
+def test_cli_trains_on_npz_and_image_folder(kind, tmp_path, capsys, monkeypatch):
     extra = []
-    if kind == "npz":
+    if kind == "npz":  # given relative to the working directory, saved absolute in config.json
         source = tmp_path / "data.npz"
         _write_npz(source, 8)
+        monkeypatch.chdir(tmp_path)
     else:  # this run also turns on the new model / loss keys, on the 8 fake devices
         source = tmp_path / "images"
         _write_folder(source, 8)
@@ -277,7 +283,8 @@ def test_cli_trains_on_npz_and_image_folder(kind, tmp_path, capsys):
     # As in tests/test_downstream.py: non-partitionable threefry compiles the rank-4 kernel
     # initialisers ~10x faster on XLA:CPU; what is tested here is the data path.
     with jax.threefry_partitionable(False):
-        code = cli.main(_train_args(tmp_path / "run", source, *extra))
+        code = cli.main(_train_args(tmp_path / "run", source.name if kind == "npz" else source,
+                                    *extra))
     assert code == 0, capsys.readouterr().err
     run = tmp_path / "run"
     assert (run / "checkpoints" / "2").is_dir()

@@ -532,8 +532,37 @@ def test_generate_missing_and_corrupt_checkpoints(tmp_path):
     result = _cli("generate", "--workdir", str(workdir), "--num", "4", "--out",
                   str(tmp_path / "y.npz"), check=False)
     assert result.returncode == 2 and "cannot be read" in result.stderr
+    # one line: what failed, and what to do (TensorStore's messages go on with its whole spec)
+    line = next(line for line in result.stderr.splitlines() if "cannot be read" in line)
+    assert line.endswith("delete that step's folder to fall back to an earlier checkpoint")
     assert not (tmp_path / "y.npz").exists()
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".npz"] == ["samples.npz"]
+
+
+def test_a_corrupt_config_json_is_named_and_left_alone(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    saved = workdir / "config.json"
+    saved.write_text("garbage")
+    out = str(tmp_path / "x.npz")
+    assert cli.main(["generate", "--workdir", str(workdir), "--num", "2", "--out", out]) == 2
+    assert f"{str(saved)!r} is not a readable run config (JSON)" in capsys.readouterr().err
+    code = cli.main(["train", "--config", str(ROOT / "configs" / "ring8.py"), "--workdir",
+                     str(workdir), "--no-progress"])
+    assert code == 2 and f"{str(saved)!r} is not a readable run config" in capsys.readouterr().err
+    assert saved.read_text() == "garbage" and sorted(os.listdir(workdir)) == ["config.json"]
+    saved.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a JSON object, got list"):
+        config_lib.read_saved(saved)
+
+
+def test_seeds_beyond_int64_are_refused_by_the_command_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["generate", "--workdir", str(tmp_path), "--num", "2", "--out",
+                  str(tmp_path / "x.npz"), "--seed", str(2 ** 64)])
+    assert stopped.value.code == 2
+    assert "argument --seed: must be an int in [0, 2**63 - 1], got 18446744073709551616" in \
+        capsys.readouterr().err
 
 
 def test_default_config_sets_every_known_key():

@@ -149,6 +149,7 @@ def check_target(out, fmt: str, *, overwrite: bool = False) -> pathlib.Path:
     if (fmt == "npz") != (path.suffix == ".npz"):
         wanted = "a .npz file name" if fmt == "npz" else "a directory name (not ending in .npz)"
         raise ValueError(f"--out must be {wanted} for --format {fmt}, got {str(out)!r}")
+    outputs.check_creatable(path, "--out")
     if not path.exists():
         return path
     if fmt == "npz":

@@ -211,6 +211,10 @@ def load_npz(path: str) -> dict[str, Labelled]:
             raise ValueError(f"data.source {path!r}: label {max_label} found but class_names has "
                              f"only {len(names)} names")
     else:
+        if max_label >= len(ys["train"]):  # some class 0..max_label has no training image
+            raise ValueError(f"data.source {path!r}: label {max_label} found with only "
+                             f"{len(ys['train'])} images in y (labels must be 0..K-1 with every "
+                             "class present)")
         names = tuple(str(k) for k in range(max_label + 1))
     counts = np.bincount(ys["train"], minlength=len(names))
     if (counts == 0).any():
@@ -244,6 +248,9 @@ def _npz_labels(y: np.ndarray, n: int, where: str, x_key: str) -> np.ndarray:
         raise ValueError(f"data.source {where}: no images")
     if y.min() < 0:
         raise ValueError(f"data.source {where}: labels must be >= 0, found {int(y.min())}")
+    if y.max() > np.iinfo(np.int32).max:
+        raise ValueError(f"data.source {where}: labels must be class indices 0..K-1, found "
+                         f"{int(y.max())}")
     return y.astype(np.int32)
 
 

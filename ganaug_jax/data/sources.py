@@ -6,10 +6,12 @@ pure functions of (data key, step): resuming needs no iterator state.
 """
 
 import dataclasses
+import os
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from ganaug_jax.data import loaders, mixtures, regimes
@@ -100,6 +102,21 @@ def _image_source(data) -> Source:
 
 
 MIXTURES = ("ring8", "grid25")
+
+
+def with_absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of config whose data.source (a .npz path or an image folder) and data.data_dir
+    are absolute, so that the run's config.json names the same data from any directory (for
+    generate, evaluate and resuming). Names ('digits', 'tfds:NAME', mixtures) stay as they are."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    source = config.data.source
+    if (isinstance(source, str) and source not in MIXTURES and source != "digits"
+            and not source.startswith("tfds:")
+            and (source.endswith(".npz") or os.path.isdir(source))):
+        config.data.source = os.path.abspath(source)
+    if config.data.data_dir:
+        config.data.data_dir = os.path.abspath(config.data.data_dir)
+    return config
 
 
 def load_source(data) -> Source:

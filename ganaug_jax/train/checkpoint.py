@@ -141,7 +141,10 @@ def restore(manager: ocp.CheckpointManager, step: int, like: TrainState):
     except CheckpointError:
         raise
     except Exception as error:  # Orbax raises many types for unreadable files
+        # their first line says what failed; TensorStore's go on with the whole store spec
+        lines = str(error).strip().splitlines() or [""]
+        summary = lines[0] if len(lines[0]) <= 300 else lines[0][:300] + " ..."
         raise CheckpointError(
-            f"{where} cannot be read ({type(error).__name__}: {error}); delete that step's "
+            f"{where} cannot be read ({type(error).__name__}: {summary}); delete that step's "
             "folder to fall back to an earlier checkpoint") from error
     return _unpack(packed, like)

@@ -11,7 +11,6 @@ neither the batch size nor first_index. The EMA generator is the default; the ra
 (last-step) generator is an option.
 """
 
-import json
 import math
 import pathlib
 
@@ -32,7 +31,7 @@ def load_run_state(workdir: str):
     saved = path / "config.json"
     if not saved.is_file():
         raise ValueError(f"--workdir {workdir!r} holds no run (no config.json)")
-    config = config_lib.from_saved(json.loads(saved.read_text()))
+    config = config_lib.read_saved(saved)
     config_lib.validate(config)
     run = build_run(config)
     like = abstract_train_state(
@@ -83,6 +82,11 @@ def sample_generator(run, state: TrainState, z, labels, *, use_ema: bool = True)
     return sample_ema(run, state, z, labels)
 
 
+# Samples one call may make: sample indices are int32, and a call dispatches up to one more
+# batch of (at most 2 ** 20) indices past its last sample.
+MAX_SAMPLES = int(np.iinfo(np.int32).max) - 2 ** 20
+
+
 def labels_for(per_class: dict | int, num_classes: int) -> np.ndarray:
     """Class-sorted (N,) int32 labels: `per_class` samples of every class (an int >= 1) or
     per_class[c] samples of class c (a {class: count >= 0} dict; missing classes get none)."""
@@ -103,6 +107,9 @@ def labels_for(per_class: dict | int, num_classes: int) -> np.ndarray:
         counts = np.full(num_classes, per_class, np.int64)
     else:
         raise TypeError(f"--per-class must be an int or a {{class: count}} dict, got {per_class!r}")
+    if counts.sum() > MAX_SAMPLES:
+        raise ValueError(f"--per-class asks for {counts.sum():,} samples; at most {MAX_SAMPLES:,} "
+                         "(sample indices are int32)")
     return np.repeat(np.arange(num_classes, dtype=np.int32), counts)
 
 
@@ -135,6 +142,9 @@ def _resolve_labels(run, num, label, labels, first_index) -> tuple[int, np.ndarr
         num = len(labels)
     if num is None or isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num <= 0:
         raise ValueError(f"--num must be an int > 0, got {num!r}")
+    if num > MAX_SAMPLES - first_index:
+        raise ValueError(f"--num must be <= {MAX_SAMPLES - first_index:,} (sample indices are "
+                         f"int32), got {num:,}")
     if label is not None and not (run.num_classes and 0 <= label < run.num_classes):
         allowed = f"in [0, {run.num_classes})" if run.num_classes else "absent (unconditional model)"
         raise ValueError(f"--label must be {allowed}, got {label}")
@@ -202,6 +212,9 @@ def generate(run, state, *, num: int | None = None, seed: int, label: int | None
     _check_first_index(first_index, np.iinfo(np.int32).max)
     num, labels = _resolve_labels(run, num, label, labels, first_index)
     check_positive_int(batch_size, "batch_size")
+    if batch_size > 2 ** 20:
+        raise ValueError(f"batch_size must be <= {2 ** 20} (samples per device call), got "
+                         f"{batch_size}")
     chunk = sample_chunk()
     per_call = -(-batch_size // chunk) * chunk
     _check_first_index(first_index, np.iinfo(np.int32).max - num - per_call)

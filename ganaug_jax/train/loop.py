@@ -7,7 +7,6 @@ Restarting with the same workdir resumes from the latest checkpoint and ends bit
 import collections
 import contextlib
 import functools
-import json
 import pathlib
 import time
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from ganaug_jax import config as config_lib
 from ganaug_jax.data import mixtures
-from ganaug_jax.data.sources import make_batch_fn
+from ganaug_jax.data.sources import make_batch_fn, with_absolute_paths
 from ganaug_jax.data.streaming import HostStream
 from ganaug_jax.train import checkpoint, outputs, sharding
 from ganaug_jax.train.distributed import is_primary
@@ -36,9 +35,9 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, *, force: boo
     config (keys in config.RESUMABLE_KEYS may differ). Writes nothing else."""
     path = outputs.ensure_writable_dir(workdir, "--workdir")
     saved = path / "config.json"
-    if saved.exists():
-        differing = config_lib.differing_keys(config_lib.from_saved(json.loads(saved.read_text())),
-                                              config)
+    if saved.exists():  # (paths of runs saved before they were made absolute: from here)
+        differing = config_lib.differing_keys(with_absolute_paths(config_lib.read_saved(saved)),
+                                              with_absolute_paths(config))
         if differing and not force:
             raise ValueError(
                 f"--workdir {workdir!r} holds a run with a different config; differing keys:\n  "
@@ -81,8 +80,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     """Trains to config.num_steps (resuming from workdir's latest checkpoint); returns the state.
 
     Under jax.distributed every process calls this with the same arguments; the mesh spans
-    every process's devices and only process 0 writes config, metrics and samples."""
+    every process's devices and only process 0 writes config, metrics and samples. A relative
+    data path is saved in config.json as absolute."""
     config_lib.validate(config)
+    config = with_absolute_paths(config)
     mesh = sharding.make_mesh()
     sharding.check_batch_divisible(config.batch_size, mesh, "config key 'batch_size'")
     run = build_run(config)

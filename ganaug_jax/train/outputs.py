@@ -41,6 +41,23 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def check_creatable(path, flag: str) -> None:
+    """Checks, creating nothing, that `path` can be written: its nearest existing ancestor
+    directory takes a new file; otherwise a ValueError naming `flag` (checked before a command
+    computes what it will write there)."""
+    ancestor = pathlib.Path(path).absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} cannot be written: {str(ancestor)!r} is not a "
+                         "directory")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as error:
+        raise ValueError(f"{flag} {str(path)!r} cannot be written: {error}") from None
+
+
 def ensure_writable_dir(path: str, flag: str) -> pathlib.Path:
     """Creates directory `path` (and its parents) and checks that a file can be made in it;
     otherwise a ValueError naming `flag` (the CLI flag or config key that gave the path)."""
