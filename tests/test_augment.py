@@ -383,8 +383,8 @@ def _sequential(ops, params, images, border="reflect"):
             x = A.shear(x, q["shear_x"], q["shear_y"], **kw)
         elif op.name == "brightness":
             x = A.adjust_brightness(x, q["delta"])
-        elif op.name == "contrast":
-            x = A.adjust_contrast(x, q["factor"])
+        elif op.name == "contrast":  # a contrast op that needs no means scales about 0
+            x = A.adjust_contrast(x, q["factor"], about="mean" if op.needs_mean else "zero")
         elif op.name == "saturation":
             x = A.adjust_saturation(x, q["factor"])
         elif op.name == "hue":
@@ -444,7 +444,7 @@ def test_geometry_then_colour_equals_sequential(fast):
 def test_ada_bgc_equals_one_resample_then_sequential_colour(rgb_batch):
     """The whole 'ada:bgc' preset against an independent composition: the product of its
     geometric ops' matrices applied by affine_transform, then its colour ops one by one with
-    their deterministic functions (contrast about the mean of the warped image). (The pure-JAX
+    their deterministic functions (contrast about 0, as StyleGAN2-ADA's scale3d). (The pure-JAX
     path of the same fused pass is compared above.)"""
     images = rgb_batch
     pipe = A.ada(pipes="bgc")
@@ -835,3 +835,14 @@ def test_a_traced_p_outside_0_1_is_clipped(rgb_batch):
                                   np.asarray(pipe(key, rgb_batch, 1.0)))
     np.testing.assert_array_equal(np.asarray(pipe(key, rgb_batch, -0.5)), rgb_batch)
     np.testing.assert_array_equal(np.asarray(pipe(key, rgb_batch, jnp.nan)), rgb_batch)  # no op
+
+
+def test_forward_mode_runs_on_the_pure_jax_pass(rgb_batch):
+    """The README's advice for jax.jvp: the geometric ops are linear in the images, so the
+    tangent is the op applied to the tangent images."""
+    tangent = np.random.default_rng(0).standard_normal(rgb_batch.shape).astype(np.float32)
+    with A.without_fast_kernels():
+        out, out_tangent = jax.jvp(lambda z: A.rotate(z, 20.0), (rgb_batch,), (tangent,))
+        expected = A.rotate(tangent, 20.0)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(A.rotate(rgb_batch, 20.0)), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(out_tangent), np.asarray(expected), atol=1e-5)

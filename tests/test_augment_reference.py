@@ -520,6 +520,9 @@ def test_adjust_contrast(name):
     mean = np.mean(x, axis=(1, 2, 3), keepdims=True)  # over pixels and channels
     ref = (x - mean) * factor.astype(np.float64)[:, None, None, None] + mean
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)  # float32 mean + affine: atol 1e-5
+    about_zero = run("adjust_contrast", f32(x), factor, about="zero")  # StyleGAN2-ADA's
+    ref = x * factor.astype(np.float64)[:, None, None, None]
+    np.testing.assert_allclose(about_zero, ref, rtol=0, atol=1e-6)  # one float32 product
 
 
 @pytest.mark.parametrize("name", CASES)

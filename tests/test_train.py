@@ -522,6 +522,11 @@ def test_generate_missing_and_corrupt_checkpoints(tmp_path):
     assert result.returncode == 2 and "holds no run" in result.stderr
     workdir = tmp_path / "run"
     train_and_evaluate(tiny_config(num_steps=2, checkpoint_every=2), str(workdir), progress=False)
+    saved = (workdir / "config.json").read_bytes()
+    with pytest.raises(ValueError, match=r"holds a run at step 2, past config key 'num_steps' = 1"):
+        train_and_evaluate(tiny_config(num_steps=1, checkpoint_every=2), str(workdir),
+                           progress=False)
+    assert (workdir / "config.json").read_bytes() == saved  # left as the run wrote it
     out = tmp_path / "samples.npz"
     _cli("generate", "--workdir", str(workdir), "--num", "7", "--seed", "1", "--out", str(out))
     with np.load(out) as data:

@@ -7,7 +7,7 @@ matrix, generalised to C channels).
 The luma axis is the per-pixel channel mean (StyleGAN2-ADA's v = (1, 1, 1) / sqrt(3) and
 DiffAugment's saturation centre), defined for any C. Hue rotation turns RGB about that axis;
 for C != 3 it is the identity. Contrast scales about the per-image mean over all pixels and
-channels (DiffAugment's definition).
+channels (DiffAugment's definition), or about 0 (StyleGAN2-ADA's, for images centred on 0).
 """
 
 import jax
@@ -57,6 +57,11 @@ def contrast(factor: jax.Array, mean: jax.Array) -> jax.Array:
     c = mean.shape[1]
     m = jnp.mean(mean, axis=1, keepdims=True)
     return _affine(_scaled_eye(factor, c), (1.0 - factor)[:, None] * m * jnp.ones((c,)))
+
+
+def scale(factor: jax.Array, c: int) -> jax.Array:
+    """x * factor: contrast about 0 (StyleGAN2-ADA's scale3d)."""
+    return _affine(_scaled_eye(factor, c), jnp.zeros((factor.shape[0], c)))
 
 
 def saturation(factor: jax.Array, c: int) -> jax.Array:

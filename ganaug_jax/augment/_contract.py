@@ -28,6 +28,7 @@ import numpy as np
 
 BORDERS = ("reflect", "edge", "constant")
 INTERPOLATIONS = ("bilinear", "nearest")
+CONTRAST_CENTRES = ("mean", "zero")  # contrast about the per-image mean, or about 0
 IMAGE_DTYPES = (jnp.float32, jnp.bfloat16)
 
 

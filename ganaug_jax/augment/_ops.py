@@ -10,8 +10,8 @@ import numpy as np
 
 from ganaug_jax.augment import _colour, _geometry, _pixel, _resample
 from ganaug_jax.augment import _warp as _warp_lib
-from ganaug_jax.augment._contract import (BORDERS, INTERPOLATIONS, check_choice, check_fill,
-                                          check_finite, check_images, check_param)
+from ganaug_jax.augment._contract import (BORDERS, CONTRAST_CENTRES, INTERPOLATIONS, check_choice,
+                                          check_fill, check_finite, check_images, check_param)
 
 
 def _warp(images, matrices, border, interpolation, fill):
@@ -154,9 +154,13 @@ def adjust_brightness(images: jax.Array, delta) -> jax.Array:
     return _recolour(images, _colour.brightness(delta, images.shape[-1]))
 
 
-def adjust_contrast(images: jax.Array, factor) -> jax.Array:
-    """(x - m) * factor + m, m the per-image mean over pixels and channels; factor (N,)."""
+def adjust_contrast(images: jax.Array, factor, *, about: str = "mean") -> jax.Array:
+    """(x - m) * factor + m, m the per-image mean over pixels and channels (about='mean',
+    DiffAugment), or x * factor (about='zero', StyleGAN2-ADA); factor (N,)."""
     images, (factor,) = _images_and_params(images, factor=factor)
+    check_choice(about, CONTRAST_CENTRES, "about")
+    if about == "zero":
+        return _recolour(images, _colour.scale(factor, images.shape[-1]))
     mean = _colour.channel_means(images.astype(jnp.float32))
     return _recolour(images, _colour.contrast(factor, mean))
 

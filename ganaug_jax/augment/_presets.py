@@ -9,8 +9,8 @@ StyleGAN2-ADA (Karras et al. 2020), each op applied with probability p (p/2 for 
   blit: xflip, rot90, integer translation round(U(-1/8, 1/8) * size);
   geom: scale 2**N(0, 0.2), rotation U(-180, 180), anisotropic scale 2**N(0, 0.2), rotation,
         fractional translation N(0, 1/8) * size;
-  color: brightness N(0, 0.2), contrast 2**N(0, 0.5), luma flip, hue U(-180, 180),
-         saturation 2**N(0, 1);
+  color: brightness N(0, 0.2), contrast 2**N(0, 0.5) about 0, luma flip, hue U(-180, 180),
+         saturation 2**N(0, 1) (luma: the channel mean, StyleGAN2-ADA's (1, 1, 1) / sqrt(3));
   filter: four frequency bands each scaled by 2**N(0, 1); noise: |N(0, 0.1)| std;
   cutout: a half-size box at a uniform centre.
 Geometric ops use reflect borders and bilinear sampling (StyleGAN2-ADA upsamples 2x with
@@ -44,7 +44,7 @@ ADA_PIPES = {
                      _specs.anisotropic_scale(log2_std=0.2),
                      _specs.rotate(max_degrees=180.0, probability=_ada_rotation_probability),
                      _specs.translate(max_fraction=0.125, mode="normal")],
-    "color": lambda: [_specs.brightness(std=0.2), _specs.contrast(log2_std=0.5),
+    "color": lambda: [_specs.brightness(std=0.2), _specs.contrast(log2_std=0.5, about="zero"),
                       _specs.luma_flip(probability=lambda p: p / 2),
                       _specs.hue(max_degrees=180.0), _specs.saturation(log2_std=1.0)],
     "filter": lambda: [_specs.ada_filter(log2_std=1.0)],

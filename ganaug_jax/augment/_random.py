@@ -92,9 +92,11 @@ def random_brightness(key: jax.Array, images: jax.Array, *, max_delta=0.2, std=N
 
 
 def random_contrast(key: jax.Array, images: jax.Array, *, factor_range=(0.8, 1.2),
-                    log2_std=None, p=1.0) -> jax.Array:
-    """Contrast factor U(factor_range), or 2 ** N(0, log2_std), about the image mean."""
-    return _run(_specs.contrast(factor_range=factor_range, log2_std=log2_std), key, images, p)
+                    log2_std=None, about: str = "mean", p=1.0) -> jax.Array:
+    """Contrast factor U(factor_range), or 2 ** N(0, log2_std), about the image mean
+    (about='mean') or about 0 (about='zero')."""
+    return _run(_specs.contrast(factor_range=factor_range, log2_std=log2_std, about=about),
+                key, images, p)
 
 
 def random_saturation(key: jax.Array, images: jax.Array, *, factor_range=(0.8, 1.2),

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ganaug_jax.augment import _colour, _geometry, _hash, _pixel
-from ganaug_jax.augment._contract import check_range
+from ganaug_jax.augment._contract import CONTRAST_CENTRES, check_choice, check_range
 
 GEOMETRIC, COLOUR, PIXEL = "geometric", "colour", "pixel"
 Params = Mapping[str, jax.Array]
@@ -250,13 +250,17 @@ def brightness(*, max_delta: float = 0.2, std=None) -> Op:
               lambda q, c, mean: _colour.brightness(q["delta"], c))
 
 
-def contrast(*, factor_range=(0.8, 1.2), log2_std=None) -> Op:
-    """Contrast factor about the per-image mean: U(factor_range) or 2 ** N(0, log2_std)."""
+def contrast(*, factor_range=(0.8, 1.2), log2_std=None, about: str = "mean") -> Op:
+    """Contrast factor U(factor_range) or 2 ** N(0, log2_std), about the per-image mean
+    (about='mean', DiffAugment) or about 0 (about='zero', StyleGAN2-ADA)."""
     _check_factor_args("contrast", factor_range, log2_std)
-    return Op("contrast", COLOUR,
-              lambda u, key, shape, p: {"factor": _factor(u[:, 0], factor_range, log2_std)},
-              {"factor": 1.0}, lambda q, c, mean: _colour.contrast(q["factor"], mean),
-              needs_mean=True)
+    check_choice(about, CONTRAST_CENTRES, "contrast: about")
+    draw = lambda u, key, shape, p: {"factor": _factor(u[:, 0], factor_range, log2_std)}  # noqa: E731
+    if about == "zero":
+        return Op("contrast", COLOUR, draw, {"factor": 1.0},
+                  lambda q, c, mean: _colour.scale(q["factor"], c))
+    return Op("contrast", COLOUR, draw, {"factor": 1.0},
+              lambda q, c, mean: _colour.contrast(q["factor"], mean), needs_mean=True)
 
 
 def saturation(*, factor_range=(0.8, 1.2), log2_std=None) -> Op:

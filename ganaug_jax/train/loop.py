@@ -97,7 +97,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     shapes = dict(data_shape=run.source.shape, latent_dim=run.latent_dim,
                   num_classes=run.num_classes)
     manager = checkpoint.make_manager(path, keep=config.keep_checkpoints)
-    if manager.latest_step() is None:  # a new run
+    latest = manager.latest_step()
+    if latest is not None and latest > config.num_steps:  # before config.json is rewritten
+        manager.close()
+        raise ValueError(f"--workdir {workdir!r} holds a run at step {latest}, past config key "
+                         f"'num_steps' = {config.num_steps}: raise num_steps to train on, or use "
+                         "another workdir")
+    if latest is None:  # a new run
         state = create_train_state(
             jax.random.key(config.seed), run.generator, run.discriminator, run.g_tx, run.d_tx,
             ada_initial_p=config.augment.ada_initial_p, sharding=rep, **shapes)
