@@ -74,7 +74,8 @@ def random_shear(key: jax.Array, images: jax.Array, *, max_shear=0.2, p=1.0,
 
 def random_resized_crop(key: jax.Array, images: jax.Array, *, area_range=(0.08, 1.0),
                         ratio_range=(3 / 4, 4 / 3), p=1.0, interpolation="bilinear") -> jax.Array:
-    """Crops a box of U(area_range) of the area and log-uniform aspect ratio, resized back."""
+    """Crops a box of U(area_range) of the area and log-uniform aspect ratio (width over height
+    in fractions of the image: in pixels on square images), resized back."""
     return _run(_specs.resized_crop(area_range=area_range, ratio_range=ratio_range), key,
                 images, p, border="edge", interpolation=interpolation)
 

@@ -213,7 +213,9 @@ def shear(*, max_shear: float = 0.2) -> Op:
 def resized_crop(*, area_range=(0.08, 1.0), ratio_range=(3 / 4, 4 / 3)) -> Op:
     """Random-resized-crop boxes: area fraction U(area_range), log-uniform aspect ratio.
 
-    Boxes are clipped to the image; the crop is resized back to the full image.
+    The aspect ratio is the box's width over its height in fractions of the image, so it is
+    also the stretch the resize back to the full image undoes (on square images it is the
+    ratio in pixels, as torchvision's). Boxes are clipped to the image.
     """
     check_range(*area_range, "resized_crop: area_range", low_bound=1e-6)
     check_range(*ratio_range, "resized_crop: ratio_range", low_bound=1e-6)
