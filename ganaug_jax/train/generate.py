@@ -142,9 +142,9 @@ def _resolve_labels(run, num, label, labels, first_index) -> tuple[int, np.ndarr
         num = len(labels)
     if num is None or isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num <= 0:
         raise ValueError(f"--num must be an int > 0, got {num!r}")
-    if num > MAX_SAMPLES - first_index:
-        raise ValueError(f"--num must be <= {MAX_SAMPLES - first_index:,} (sample indices are "
-                         f"int32), got {num:,}")
+    if num > MAX_SAMPLES:  # (first_index + num is checked by the caller)
+        raise ValueError(f"--num must be <= {MAX_SAMPLES:,} (sample indices are int32), got "
+                         f"{num:,}")
     if label is not None and not (run.num_classes and 0 <= label < run.num_classes):
         allowed = f"in [0, {run.num_classes})" if run.num_classes else "absent (unconditional model)"
         raise ValueError(f"--label must be {allowed}, got {label}")
