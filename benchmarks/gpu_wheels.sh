@@ -10,6 +10,6 @@ grep -qxF '/.whl/' "$exclude" 2> /dev/null || echo '/.whl/' >> "$exclude"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 -d .whl \
-  ml_collections==1.1.0 tensorboardX==2.6.5 dm-pix==0.4.5 augmax==0.4.1 kornia==0.9.0 \
+  ml_collections==1.1.0 tensorboardX==2.6.5 dm-pix==0.4.5 augmax==0.4.1 kornia==0.9.2 \
   kornia_rs==0.2.0
 ls -l .whl
