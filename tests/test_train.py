@@ -196,6 +196,15 @@ def test_resume_with_a_different_config_lists_the_keys(tmp_path):
         train_and_evaluate(changed, workdir, progress=False)
     state = train_and_evaluate(changed, workdir, force=True, progress=False)
     assert int(state.step) == 4
+    # A run that stopped before its first checkpoint (only its config.json left) has nothing to
+    # resume: a corrected config starts afresh there, without --force.
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    (stopped / "config.json").write_text(config_lib.to_json(tiny_config(**{"optim.g_lr": 50.0})))
+    (stopped / "checkpoints").mkdir()
+    state = train_and_evaluate(changed, str(stopped), progress=False)
+    assert int(state.step) == 4
+    assert config_lib.read_saved(stopped / "config.json").optim.g_lr == 1e-3
 
 
 def test_non_finite_loss_stops_and_keeps_only_checkpoints_that_lead_to_finite_losses(tmp_path, capsys):

@@ -31,11 +31,15 @@ class NonFiniteLossError(RuntimeError):
 
 
 def check_workdir(workdir: str, config: ml_collections.ConfigDict, *, force: bool) -> pathlib.Path:
-    """Creates the workdir, checks it is writable and that an earlier run there used the same
-    config (keys in config.RESUMABLE_KEYS may differ). Writes nothing else."""
+    """Creates the workdir, checks it is writable and that an earlier run there that left
+    checkpoints used the same config (keys in config.RESUMABLE_KEYS may differ; a run stopped
+    before its first checkpoint leaves nothing to resume, and its config is replaced). Writes
+    nothing else."""
     path = outputs.ensure_writable_dir(workdir, "--workdir")
     saved = path / "config.json"
-    if saved.exists():  # (paths of runs saved before they were made absolute: from here)
+    checkpoints = path / "checkpoints"
+    resumable = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
+    if saved.exists() and resumable:  # (paths saved before they were made absolute: from here)
         differing = config_lib.differing_keys(with_absolute_paths(config_lib.read_saved(saved)),
                                               with_absolute_paths(config))
         if differing and not force:
