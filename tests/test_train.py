@@ -561,10 +561,12 @@ def test_a_corrupt_config_json_is_named_and_left_alone(tmp_path, capsys):
     out = str(tmp_path / "x.npz")
     assert cli.main(["generate", "--workdir", str(workdir), "--num", "2", "--out", out]) == 2
     assert f"{str(saved)!r} is not a readable run config (JSON)" in capsys.readouterr().err
+    (workdir / "checkpoints" / "2").mkdir(parents=True)  # a run to resume: its config is read
     code = cli.main(["train", "--config", str(ROOT / "configs" / "ring8.py"), "--workdir",
                      str(workdir), "--no-progress"])
     assert code == 2 and f"{str(saved)!r} is not a readable run config" in capsys.readouterr().err
-    assert saved.read_text() == "garbage" and sorted(os.listdir(workdir)) == ["config.json"]
+    assert saved.read_text() == "garbage"
+    assert sorted(p.name for p in workdir.rglob("*")) == ["2", "checkpoints", "config.json"]
     saved.write_text("[1, 2]")
     with pytest.raises(ValueError, match="expected a JSON object, got list"):
         config_lib.read_saved(saved)
