@@ -39,7 +39,7 @@ def _images_and_params(images, **params):
 
 def _check_nonzero(factor, name):
     """A zoom factor of 0 collapses the image to a point (its inverse map is infinite)."""
-    if not isinstance(factor, jax.core.Tracer) and bool(jnp.any(factor == 0)):
+    if not isinstance(factor, jax.core.Tracer) and np.any(np.asarray(factor) == 0):
         raise ValueError(f"{name} must be non-zero (a zoom factor; negative also mirrors), got "
                          f"{factor}")
 

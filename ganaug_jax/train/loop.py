@@ -39,7 +39,8 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, *, force: boo
     saved = path / "config.json"
     checkpoints = path / "checkpoints"
     resumable = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
-    if saved.exists() and resumable:  # (paths saved before they were made absolute: from here)
+    # (a run saved before paths were saved absolute: its relative path resolves from here)
+    if saved.exists() and resumable:
         differing = config_lib.differing_keys(with_absolute_paths(config_lib.read_saved(saved)),
                                               with_absolute_paths(config))
         if differing and not force:
