@@ -123,6 +123,7 @@ def _evaluate(args, overrides) -> int:
         raise ValueError(f"ganaug evaluate takes no --config overrides, got {overrides}")
     options = _evaluate_options(args)
     options.check()
+    protocol.check_report_dir(args.out, overwrite=args.overwrite)
     # --out is checked before minutes of training classifiers, and not left behind empty
     with outputs.writable_dir_until_done(args.out, "--out"):
         report = protocol.evaluate_run(args.workdir, options, progress=print)
@@ -321,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "measure sample quality; writes report.json, report.md and accuracy.png.")
     ev.add_argument("--workdir", required=True, help="a class-conditional image run")
     ev.add_argument("--out", required=True, help="report directory")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="replace an earlier report (report.json, report.md, accuracy.png) at --out")
     _add_evaluate_flags(ev, seeds=[0, 1, 2, 3, 4])
     ev.set_defaults(run=_evaluate)
 

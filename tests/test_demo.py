@@ -55,11 +55,19 @@ def test_demo_writes_a_complete_report(demo_dir):
         assert f"| {arm} |" in table
 
 
-def test_evaluate_on_the_demo_run_matches_the_demo(demo_dir, tmp_path):
+def test_evaluate_on_the_demo_run_matches_the_demo(demo_dir, tmp_path, capsys):
     out = tmp_path / "report"
-    assert cli.main(["evaluate", "--workdir", str(demo_dir / "gan"), "--out", str(out),
-                     "--seeds", "0", "1", "--classifier-steps", "3",
-                     "--domain-classifier-steps", "5", "--synthetic-per-class", "2"]) == 0
+    out.mkdir()
+    (out / "report.json").write_text("an earlier report")
+    (out / "notes.txt").write_text("the user's own file")
+    argv = ["evaluate", "--workdir", str(demo_dir / "gan"), "--out", str(out), "--seeds", "0", "1",
+            "--classifier-steps", "3", "--domain-classifier-steps", "5", "--synthetic-per-class", "2"]
+    assert cli.main(argv) == 2                                     # refused before any training
+    assert "already holds a report (report.json); pass --overwrite" in capsys.readouterr().err
+    assert (out / "report.json").read_text() == "an earlier report"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "report.json"]
+    assert cli.main(argv + ["--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "the user's own file"
     again = json.loads((out / "report.json").read_text())
     demo = json.loads((demo_dir / "report" / "report.json").read_text())
     assert again["rows"] == demo["rows"]                           # same seeds, same bits

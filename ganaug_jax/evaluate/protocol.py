@@ -152,6 +152,19 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+REPORT_FILES = ("report.json", "report.md", "accuracy.png")
+
+
+def check_report_dir(out_dir, *, overwrite: bool = False) -> None:
+    """Refuses an --out that holds an earlier report (any of REPORT_FILES) unless overwrite;
+    other files there are left alone either way."""
+    out = pathlib.Path(out_dir)
+    earlier = [name for name in REPORT_FILES if (out / name).exists()]
+    if earlier and not overwrite:
+        raise ValueError(f"--out {str(out_dir)!r} already holds a report ({', '.join(earlier)}); "
+                         "pass --overwrite to replace it")
+
+
 def write_report(report: dict, out_dir: str, *, title: str = "ganaug evaluate") -> pathlib.Path:
     """report.json, report.md (tables) and accuracy.png (bar chart) under out_dir."""
     out = pathlib.Path(out_dir)
