@@ -436,6 +436,20 @@ def test_existing_targets_are_kept_unless_overwrite(digits_run, digit_samples, t
     assert exports.read_export(npz)[1]["num_samples"] == 20
 
 
+@pytest.mark.parametrize("fmt", ["folder", "tfds"])
+def test_the_current_directory_and_its_parents_are_refused(digits_run, digit_samples, tmp_path,
+                                                         monkeypatch, fmt):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)  # empty: the export's own staging folder would have made it look full
+    for out in (".", "..", str(here)):
+        with pytest.raises(ValueError, match=r"--out .* is the current directory or holds it"):
+            exports.export(fmt, out, digit_samples, _manifest(digits_run), overwrite=True)
+    assert list(here.iterdir()) == [] and [p.name for p in tmp_path.iterdir()] == ["here"]
+    exports.export(fmt, "sub", digit_samples, _manifest(digits_run))
+    assert exports.read_export(here / "sub")[1]["num_samples"] == len(digit_samples["y"])
+
+
 # ---- the command ----
 
 def _main(capsys, *args):

@@ -160,6 +160,10 @@ def check_target(out, fmt: str, *, overwrite: bool = False) -> pathlib.Path:
         return path
     if not path.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a directory")
+    cwd = pathlib.Path.cwd()
+    if path.resolve() in (cwd, *cwd.parents):  # the export replaces the directory by a rename
+        raise ValueError(f"--out {str(out)!r} is the current directory or holds it; name a "
+                         "directory to create for the export, e.g. --out ./synthetic")
     if any(path.iterdir()):
         if not overwrite:
             raise ValueError(f"--out {str(out)!r} already exists and is not empty; pass "
