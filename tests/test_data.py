@@ -340,6 +340,13 @@ def test_to_model_range_float_paths():
     signed = 2 * unit - 1
     signed[0, 0, 0, 0] = -0.5  # has negatives: taken as already in [-1, 1]
     np.testing.assert_array_equal(to_model_range(signed), signed)
+    np.testing.assert_array_equal(to_model_range(unit, signed=True), unit)  # the data set's call
+    np.testing.assert_array_equal(to_model_range(unit, signed=False), 2 * unit - 1)
+    with pytest.raises(ValueError, match=r"stored in \[0, 1\] must be >= 0; found values in \[-0\.\d+"):
+        to_model_range(signed, signed=False)
+    assert loaders.float_range_is_signed(unit, signed) is True
+    assert loaders.float_range_is_signed(unit, (unit * 255).astype(np.uint8)) is False
+    assert loaders.float_range_is_signed((unit * 255).astype(np.uint8)) is None
     for bad, found in [(unit * 2, r"\[0\.\d+, 1\.\d+\]"), (signed - 1.5, r"\[-2\.\d+, "),
                        (np.full((1, 2, 2, 1), np.nan), r"non-finite")]:
         with pytest.raises(ValueError,

@@ -332,6 +332,30 @@ def test_npz_and_folder_read_the_pixels_written(tmp_path):
         {im.tobytes(): 2 - int(c) for im, c in zip(fx, fy)}
 
 
+@pytest.mark.parametrize("per_class", [0, 2])
+def test_float_npz_range_is_decided_once_for_every_split(tmp_path, per_class):
+    """Floats stored in [-1, 1] keep their values in every split, even a split (or a subset)
+    that happens to hold no negative value; floats in [0, 1] map by 2x - 1 everywhere."""
+    rng = np.random.default_rng(3)
+    y = np.arange(8) % 2
+    signed = rng.uniform(-1, 1, (8, 8, 8, 1)).astype(np.float32)
+    bright = rng.uniform(0.2, 1, (4, 8, 8, 1)).astype(np.float32)  # no negative value
+    unit = rng.uniform(0, 1, (8, 8, 8, 1)).astype(np.float32)
+    for name, x, x_test, want in (("signed", signed, bright, lambda v: v),
+                                  ("unit", unit, bright, lambda v: 2 * v - 1)):
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, x=x, y=y, x_test=x_test, y_test=y[:4])
+        real = load_real(_data(source=str(path), test_fraction=0, per_class=per_class))
+        np.testing.assert_array_equal(real.test["x"], want(x_test))
+        train = {im.tobytes() for im in real.train["x"]}
+        assert train <= {im.tobytes() for im in want(x)} and len(train) == (per_class * 2 or 8)
+    path = tmp_path / "mixed.npz"  # [0, 1] declared by the train split, negatives in test
+    np.savez(path, x=bright[:2].repeat(4, 0), y=y, x_test=signed[:4], y_test=y[:4])
+    real = load_real(_data(source=str(path), test_fraction=0))
+    np.testing.assert_array_equal(real.test["x"], signed[:4])  # the whole set is [-1, 1]
+    np.testing.assert_array_equal(real.train["x"], bright[:2].repeat(4, 0))
+
+
 def test_cli_rejects_data_that_does_not_fit_the_model(tmp_path, capsys):
     source = tmp_path / "odd.npz"
     _write_npz(source, 20)

@@ -325,12 +325,24 @@ def _read_image(file: str) -> np.ndarray:
 # Conversion and checks
 
 
+def float_range_is_signed(*images: np.ndarray) -> bool | None:
+    """Whether float images are stored in [-1, 1] (True: some value is negative) or [0, 1]
+    (False), decided once over all of `images` (every split of a data set), so that one stored
+    value maps to one model value in every split; None when none of them is floating."""
+    floats = [x for x in images if np.issubdtype(x.dtype, np.floating) and x.size]
+    if not floats:
+        return None
+    return bool(min(float(np.min(x)) for x in floats) < 0.0)  # NaN: refused later
+
+
 def to_model_range(x: np.ndarray, *, resolution: int | None = None,
-                   channels: int | None = None) -> np.ndarray:
+                   channels: int | None = None, signed: bool | None = None) -> np.ndarray:
     """(N, H, W, C) images -> float32 (N, R, R, C') in [-1, 1].
 
-    uint8: x / 127.5 - 1. Floating: must be finite and inside [-1, 1]; if it has negative values
-    it is taken as already in [-1, 1], otherwise as [0, 1] and mapped by 2x - 1. resolution R:
+    uint8: x / 127.5 - 1. Floating: must be finite and inside [-1, 1]; signed=True takes it as
+    already in [-1, 1], signed=False as [0, 1] (then it must be >= 0) and maps it by 2x - 1;
+    signed=None decides from x alone (negative values: [-1, 1]). A data set's splits share
+    one decision (`float_range_is_signed` over all of them). resolution R:
     resized to (R, R) (non-square images are stretched) with antialiased bilinear resampling
     (`jax.image.resize(..., 'linear', antialias=True)`, equal to PIL's BILINEAR resize), on the
     host CPU; None keeps (H, W). channels: 1 -> 3 repeats the channel, 3 -> 1 takes the channel
@@ -348,8 +360,11 @@ def to_model_range(x: np.ndarray, *, resolution: int | None = None,
             raise ValueError(f"float images must lie in [0, 1] or [-1, 1]; found values in "
                              f"[{lo}, {hi}]" + ("" if np.isfinite(lo) and np.isfinite(hi)
                                                  else " (non-finite values)"))
+        if signed is False and lo < 0.0:
+            raise ValueError(f"float images of a data set stored in [0, 1] must be >= 0; found "
+                             f"values in [{lo}, {hi}]")
         out = x.astype(np.float32)
-        if lo >= 0.0:
+        if not (lo < 0.0 if signed is None else signed):
             out = 2.0 * out - 1.0
     else:
         raise ValueError(f"images must be uint8 [0, 255] or float [0, 1] / [-1, 1], got dtype "

@@ -63,6 +63,8 @@ def load_real(data) -> RealData:
     """The real data a config's `data` section names: load, hold out the test split, apply the
     regime (data.per_class or data.class_counts), convert to the model range."""
     splits = loaders.load_splits(data.source, data_dir=data.data_dir or None)
+    # [0, 1] or [-1, 1] floats: one decision over the whole data set, not per split or subset
+    signed = loaders.float_range_is_signed(*(split.x for split in splits.values()))
     train, test = regimes.train_test_split(splits, test_fraction=data.test_fraction,
                                            seed=data.split_seed)
     counts = regimes.parse_counts(data.class_counts)
@@ -88,7 +90,8 @@ def load_real(data) -> RealData:
 
     def convert(part):
         try:
-            x = loaders.to_model_range(part.x, resolution=resolution, channels=channels)
+            x = loaders.to_model_range(part.x, resolution=resolution, channels=channels,
+                                       signed=signed)
         except ValueError as error:
             raise ValueError(f"data.source {data.source!r}: {error}") from None
         return {"x": x, "y": part.y}
