@@ -52,7 +52,7 @@ def _generate(args, overrides) -> int:
     fmt = exports.infer_format(args.out, args.format)
     exports.check_target(args.out, fmt, overwrite=args.overwrite)
 
-    config, run, state = gen.load_run_state(args.workdir)
+    config, run, state = gen.load_run_state(args.workdir, step=args.step)
     if (args.per_class is not None or args.balance_to is not None) and not run.num_classes:
         raise ValueError(f"{modes[0].split()[0]} needs a class-conditional model; the run in "
                          f"--workdir {args.workdir!r} is unconditional (use --num)")
@@ -126,7 +126,7 @@ def _evaluate(args, overrides) -> int:
     protocol.check_report_dir(args.out, overwrite=args.overwrite)
     # --out is checked before minutes of training classifiers, and not left behind empty
     with outputs.writable_dir_until_done(args.out, "--out"):
-        report = protocol.evaluate_run(args.workdir, options, progress=print)
+        report = protocol.evaluate_run(args.workdir, options, step=args.step, progress=print)
         out = protocol.write_report(report, args.out)
     print(protocol.markdown_table(report["summary"]))
     print(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'accuracy.png'}")
@@ -289,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the samples with a manifest. Give exactly one of --num, --per-class, "
                     "--balance-to.")
     gen.add_argument("--workdir", required=True, help="run directory written by `ganaug train`")
+    gen.add_argument("--step", type=int, default=None,
+                     help="the checkpoint of this step (default: the latest)")
     gen.add_argument("--out", required=True,
                      help="output: a .npz file, or a directory (folder of PNGs, or TFDS data set)")
     gen.add_argument("--format", choices=["npz", "folder", "tfds"], default=None,
@@ -321,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "real+both / gan for each seed, test on the run's held-out real split, and "
                     "measure sample quality; writes report.json, report.md and accuracy.png.")
     ev.add_argument("--workdir", required=True, help="a class-conditional image run")
+    ev.add_argument("--step", type=int, default=None,
+                    help="the checkpoint of this step (default: the latest)")
     ev.add_argument("--out", required=True, help="report directory")
     ev.add_argument("--overwrite", action="store_true",
                     help="replace an earlier report (report.json, report.md, accuracy.png) at --out")

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import stat
 import sys
 import types
@@ -48,9 +49,10 @@ def _config(source: str, **overrides):
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
-    """A class-conditional digits GAN trained for 2 steps, loaded back from its checkpoint."""
+    """A class-conditional digits GAN trained for 2 steps (checkpoints at steps 1 and 2), loaded
+    back from its latest checkpoint."""
     workdir = tmp_path_factory.mktemp("digits") / "run"
-    train_and_evaluate(_config("digits"), str(workdir), progress=False)
+    train_and_evaluate(_config("digits", checkpoint_every=1), str(workdir), progress=False)
     config, run, state = load_run_state(str(workdir))
     return types.SimpleNamespace(workdir=workdir, config=config, run=run, state=state)
 
@@ -498,6 +500,47 @@ def test_cli_num_with_label_to_npz(digits_run, tmp_path, capsys):
     samples, manifest = exports.read_export(out)
     np.testing.assert_array_equal(samples["y"], [7] * 5)
     assert manifest["counts"]["7"] == 5 and manifest["format"] == "npz"
+
+
+def test_cli_step_picks_an_earlier_checkpoint(digits_run, tmp_path, capsys):
+    """--step 1 of the 2-step run gives the samples of a run that stopped after step 1."""
+    short = tmp_path / "short"
+    train_and_evaluate(_config("digits", num_steps=1, checkpoint_every=1), str(short),
+                       progress=False)
+    _, run, state = load_run_state(str(short))
+    out = tmp_path / "step1.npz"
+    code, stdout, _ = _main(capsys, "--workdir", digits_run.workdir, "--out", out, "--num", 6,
+                            "--step", 1)
+    assert code == 0 and "(checkpoint step 1, ema generator)" in stdout
+    samples, manifest = exports.read_export(out)
+    assert manifest["checkpoint_step"] == 1
+    assert_uint8_of(samples["x"], generate(run, state, num=6, seed=0)["x"])
+    latest = generate(digits_run.run, digits_run.state, num=6, seed=0)["x"]
+    assert not np.array_equal(exports.to_export_arrays({"x": latest}, is_image=True)["x"],
+                              samples["x"])
+    for step, message in ((3, "--step 3: --workdir .* has checkpoints at steps [1, 2]"),
+                          (-1, "--step must be an int >= 0")):
+        code, stdout, stderr = _main(capsys, "--workdir", digits_run.workdir, "--out",
+                                     tmp_path / "never.npz", "--num", 6, "--step", step)
+        assert code == 2 and re.search(message.replace("[", r"\[").replace("]", r"\]"), stderr)
+    assert not (tmp_path / "never.npz").exists()
+
+
+def test_non_finite_samples_are_refused_before_anything_is_written(tmp_path):
+    images = np.zeros((4, 8, 8, 1), np.float32)
+    images[2, 3, 3, 0] = np.nan
+    images[3, 0, 0, 0] = -np.inf
+    with pytest.raises(ValueError, match=r"2 of 4 samples hold NaN or inf values \(first: "
+                                         r"\[2, 3\]\); the generator has diverged"):
+        exports.to_export_arrays({"x": images}, is_image=True)
+    vectors = np.array([[0.5, 1.0], [np.nan, 0.0]], np.float32)
+    with pytest.raises(ValueError, match=r"1 of 2 samples hold NaN or inf values \(first: \[1\]"):
+        exports.to_export_arrays({"x": vectors}, is_image=False)
+    manifest = {"checkpoint_step": 0, "seed": 0, "config_json": "{}", "generator": "ema",
+                "truncation": None, "num_classes": 0, "workdir": "w"}
+    with pytest.raises(ValueError, match="1 of 2 samples hold NaN or inf"):
+        exports.export_npz(tmp_path / "v.npz", {"x": vectors}, manifest)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("args, message", [

@@ -101,10 +101,21 @@ def to_export_arrays(samples: dict, *, is_image: bool) -> dict:
     """Generator output ({'x': float32 in [-1, 1], 'y'}) -> uint8 images or float32 vectors,
     int32 labels."""
     x = np.asarray(samples["x"])
+    _check_finite(x)
     out = {"x": outputs.to_uint8(x) if is_image else x.astype(np.float32)}
     if "y" in samples:
         out["y"] = np.asarray(samples["y"]).astype(np.int32)
     return out
+
+
+def _check_finite(x: np.ndarray) -> None:
+    """Refuses samples holding NaN or inf (a diverged generator), which would otherwise be
+    written as black images or non-finite vectors."""
+    bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+    if bad.size:
+        raise ValueError(f"{bad.size} of {len(x)} samples hold NaN or inf values (first: "
+                         f"{bad[:5].tolist()}); the generator has diverged: check the run's "
+                         "metrics.jsonl and generate from an earlier checkpoint (--step)")
 
 
 def _check_samples(samples: dict) -> str:
@@ -119,6 +130,7 @@ def _check_samples(samples: dict) -> str:
         kind = "image"
     elif x.ndim == 2 and x.dtype == np.float32:
         kind = "vector"
+        _check_finite(x)
     else:
         raise ValueError("samples['x'] must be (N, H, W, 1 or 3) uint8 images or (N, D) float32 "
                          f"vectors, got {x.dtype} of shape {x.shape} (see to_export_arrays)")

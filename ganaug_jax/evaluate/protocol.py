@@ -106,10 +106,11 @@ def evaluate_samples(real, synthetic: dict, options: EvaluateOptions, *, progres
 
 
 def evaluate_run(workdir: str, options: EvaluateOptions = EvaluateOptions(), *,
-                 progress=None) -> dict:
-    """The full report for a run (see the module docstring), as a JSON-able dict."""
+                 step: int | None = None, progress=None) -> dict:
+    """The full report for a run's checkpoint of `step` (None: the latest; see the module
+    docstring), as a JSON-able dict."""
     options.check()
-    config, run, state = load_run_state(workdir)
+    config, run, state = load_run_state(workdir, step=step)
     if not (run.source.is_image and run.num_classes):
         raise ValueError(f"--workdir {workdir!r}: evaluate needs a class-conditional image run "
                          f"(model.conditional=true on labelled images)")

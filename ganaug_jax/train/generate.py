@@ -25,8 +25,11 @@ from ganaug_jax.train.loop import sample_ema
 from ganaug_jax.train.state import TrainState, abstract_train_state
 
 
-def load_run_state(workdir: str):
-    """(config, run, state) of the latest checkpoint in workdir; clear errors when missing."""
+def load_run_state(workdir: str, *, step: int | None = None):
+    """(config, run, state) of the checkpoint of `step` in workdir (None: the latest one);
+    clear errors when the run, its checkpoints or that step are missing."""
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise ValueError(f"--step must be an int >= 0 (a checkpoint's step), got {step!r}")
     path = pathlib.Path(workdir)
     saved = path / "config.json"
     if not saved.is_file():
@@ -42,7 +45,14 @@ def load_run_state(workdir: str):
         raise checkpoint.CheckpointError(f"--workdir {workdir!r} has no checkpoints")
     manager = checkpoint.make_manager(path, keep=config.keep_checkpoints, read_only=True)
     try:
-        state = checkpoint.restore_latest(manager, like)
+        if step is None:
+            state = checkpoint.restore_latest(manager, like)
+        elif step not in manager.all_steps():
+            raise checkpoint.CheckpointError(
+                f"--step {step}: --workdir {workdir!r} has checkpoints at steps "
+                f"{sorted(manager.all_steps())} (config key keep_checkpoints sets how many stay)")
+        else:
+            state = checkpoint.restore(manager, step, like)
     finally:
         manager.close()
     if state is None:
