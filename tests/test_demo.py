@@ -138,6 +138,7 @@ def test_demo_sample_quality_recomputed_from_the_domain_features(demo_dir):
     (["--synthetic-label-smoothing", "1.5"], "--synthetic-label-smoothing must be in [0, 1]"),
     (["--classifier-steps", "0"], "--classifier-steps must be >= 1"),
     (["--domain-classifier-steps", "-2"], "--domain-classifier-steps must be >= 1"),
+    (["--step", "999999"], "--step 999999: --workdir"),
 ])
 def test_evaluate_rejects_bad_options(demo_dir, tmp_path, capsys, flags, message):
     argv = ["evaluate", "--workdir", str(demo_dir / "gan"), "--out", str(tmp_path / "r"), *flags]
