@@ -141,11 +141,15 @@ def flatten(config) -> dict:
 
 
 def differing_keys(saved, current: ml_collections.ConfigDict) -> list:
-    """Keys whose values differ (ignoring RESUMABLE_KEYS), as 'key: saved -> current'."""
+    """Keys whose values differ (ignoring RESUMABLE_KEYS), as 'key: saved -> current'.
+    num_steps counts under optim.schedule 'cosine', whose horizon it is."""
     a, b = flatten(saved), flatten(current)
+    cosine = "cosine" in (a.get("optim.schedule"), b.get("optim.schedule"))
     keys = sorted(set(a) | set(b))
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
-            for k in keys if k not in RESUMABLE_KEYS and a.get(k) != b.get(k)]
+            + (" (the horizon of optim.schedule 'cosine')" if k == "num_steps" else "")
+            for k in keys if a.get(k) != b.get(k)
+            and (k not in RESUMABLE_KEYS or k == "num_steps" and cosine)]
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:
@@ -171,7 +175,7 @@ _NON_NEGATIVE = ("seed", "sample_every", "data.resolution", "data.channels", "da
                  "data.per_class", "data.subset_seed", "model.depth", "model.latent_components", "model.minibatch_std", "loss.gp_weight", "loss.r1_gamma",
                  "loss.instance_noise_std", "loss.instance_noise_steps", "loss.feature_matching",
                  "loss.mode_seeking", "optim.warmup_steps", "optim.ema_half_life_images")
-_UNIT = ("loss.real_label", "optim.b1", "optim.b2", "augment.ada_initial_p")
+_UNIT = ("augment.ada_initial_p",)
 
 
 MAX_SEED = 2 ** 63 - 1  # jax.random.key takes an int64
@@ -231,6 +235,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in _UNIT:
         if not 0 <= flat[key] <= 1:
             raise ValueError(f"config key {key!r} must be in [0, 1], got {flat[key]!r}")
+    for key in ("optim.b1", "optim.b2"):  # Adam's moment decays; 1 divides by 1 - 1 = 0
+        if not 0 <= flat[key] < 1:
+            raise ValueError(f"config key {key!r} must be in [0, 1), got {flat[key]!r}")
+    if not 0 < flat["loss.real_label"] <= 1:
+        raise ValueError(f"config key 'loss.real_label' must be in (0, 1] (1: no label "
+                         f"smoothing), got {flat['loss.real_label']!r}")
+    if flat["loss.instance_noise_std"] > 0 and flat["loss.instance_noise_steps"] < 1:
+        raise ValueError("config key 'loss.instance_noise_steps' must be >= 1 when "
+                         "'loss.instance_noise_std' > 0 (the steps over which the noise anneals "
+                         f"to 0), got {flat['loss.instance_noise_steps']!r}")
+    if flat["model.architecture"] == "mlp" and flat["model.depth"] < 1:
+        raise ValueError("config key 'model.depth' must be >= 1 for model.architecture 'mlp' "
+                         f"(hidden layers; 0 derives it for 'dcgan' only), got {flat['model.depth']!r}")
     if not 0 < flat["augment.ada_target"] < 1:
         raise ValueError(f"config key 'augment.ada_target' must be in (0, 1), got {flat['augment.ada_target']!r}")
     if flat["augment.ada_fixed_p"] > 1:

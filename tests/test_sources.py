@@ -195,6 +195,13 @@ def test_tfds_mnist_uses_its_own_test_split(mnist_metadata_dir, tmp_path):
     ({"model.minibatch_std": -2}, r"'model.minibatch_std' must be >= 0"),
     ({"seed": 2 ** 63}, r"'seed' must be <= 2\*\*63 - 1"),
     ({"data.split_seed": 2 ** 64}, r"'data.split_seed' must be <= 2\*\*63 - 1"),
+    ({"optim.b1": 1.0}, r"'optim.b1' must be in \[0, 1\), got 1.0"),
+    ({"optim.b2": 1.0}, r"'optim.b2' must be in \[0, 1\), got 1.0"),
+    ({"optim.b2": -0.1}, r"'optim.b2' must be in \[0, 1\)"),
+    ({"loss.real_label": 0.0}, r"'loss.real_label' must be in \(0, 1\]"),
+    ({"loss.real_label": 1.1}, r"'loss.real_label' must be in \(0, 1\]"),
+    ({"loss.instance_noise_std": 0.1}, r"'loss.instance_noise_steps' must be >= 1 when"),
+    ({"model.depth": 0}, r"'model.depth' must be >= 1 for model.architecture 'mlp'"),
 ])
 def test_validate_rejects_bad_values_naming_the_key(overrides, message):
     config = _config(**overrides)

@@ -207,6 +207,53 @@ def test_resume_with_a_different_config_lists_the_keys(tmp_path):
     assert config_lib.read_saved(stopped / "config.json").optim.g_lr == 1e-3
 
 
+def test_num_steps_may_change_on_resume_only_under_a_constant_schedule():
+    """Under optim.schedule 'cosine' num_steps is the schedule's horizon: a resumed run with
+    another num_steps would train on another schedule than the run it continues."""
+    for schedule, differing in (("constant", []), ("cosine", [
+            "num_steps: 2 -> 4 (the horizon of optim.schedule 'cosine')"])):
+        saved, current = (tiny_config(num_steps=n, **{"optim.schedule": schedule}) for n in (2, 4))
+        assert config_lib.differing_keys(saved, current) == differing
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_d_warmup_and_horizon_span_the_same_steps_as_g(schedule):
+    """D updates n_critic times per step: its learning rate at update k * n_critic is G's at
+    update k (warm-up and cosine horizon alike), checked against float64 formulas."""
+    from ganaug_jax.train.build import learning_rate
+    config = tiny_config(**{"optim.schedule": schedule, "optim.warmup_steps": 10,
+                            "optim.n_critic": 5})
+    g = learning_rate(2e-4, config.optim, 100)
+    d = learning_rate(2e-4, config.optim, 100, updates_per_step=5)
+    for k in (0, 3, 9, 10, 40, 99):
+        if schedule == "constant":
+            want = 2e-4 * min(k / 10, 1.0)
+        else:
+            want = 2e-4 * (k / 10 if k < 10 else 0.5 * (1 + np.cos(np.pi * (k - 10) / 90)))
+        np.testing.assert_allclose([float(g(k)), float(d(5 * k))], [want, want], rtol=1e-5,
+                                   atol=1e-12)
+
+
+def test_lazy_r1_rows_show_the_penalty_of_the_latest_step_that_ran_it(tmp_path):
+    """With loss.r1_interval k = 4, R1 runs on steps 0 and 4 only; every row shows the latest
+    such penalty (not the 0.0 of the steps between), per image as with k = 1, whatever
+    log_every is (a reporting key: the training is the same)."""
+    r1 = {"loss.r1_gamma": 0.5, "num_steps": 8, "checkpoint_every": 8}
+
+    def rows(name, **overrides):
+        train_and_evaluate(tiny_config(**r1, **overrides), str(tmp_path / name), progress=False)
+        return [json.loads(l) for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    every, sparse = rows("every", log_every=1, **{"loss.r1_interval": 4}), \
+        rows("sparse", log_every=4, **{"loss.r1_interval": 4})
+    assert [r["step"] for r in sparse] == [4, 8]
+    got = [r["r1_penalty"] for r in every]
+    assert got[0] > 0 and got[4] > 0 and got[0] != got[4]
+    assert got[:4] == [got[0]] * 4 and got[4:] == [got[4]] * 4  # steps 1-3, 5-7 carry it
+    assert [r["r1_penalty"] for r in sparse] == [got[0], got[4]]
+    first = rows("interval1", log_every=1, **{"loss.r1_interval": 1})[0]["r1_penalty"]
+    np.testing.assert_allclose(got[0], first, rtol=1e-5)  # same state and batch at step 0
+
+
 def test_non_finite_loss_stops_and_keeps_only_checkpoints_that_lead_to_finite_losses(tmp_path, capsys):
     workdir = tmp_path / "run"
     train_and_evaluate(tiny_config(num_steps=3, checkpoint_every=3), str(workdir), progress=False)

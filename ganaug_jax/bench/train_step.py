@@ -129,7 +129,8 @@ def ganaug_runner(c: TrainConfig, mesh=None, **overrides):
         width=m.width, conv_impl=m.conv_impl, kernel_grad=model_kernel_grad(config),
         dtype=jnp.bfloat16 if m.compute_dtype == "bfloat16" else jnp.float32)
     g_tx = make_optimizer(config.optim.g_lr, config.optim, config.num_steps)
-    d_tx = make_optimizer(config.optim.d_lr, config.optim, config.num_steps)
+    d_tx = make_optimizer(config.optim.d_lr, config.optim, config.num_steps,
+                          updates_per_step=config.optim.n_critic)
     run = Run(None, generator, discriminator, g_tx, d_tx, m.latent_dim, c.num_classes)
     mesh = sharding.make_mesh() if mesh is None else mesh
     sharding.check_batch_divisible(c.batch, mesh)

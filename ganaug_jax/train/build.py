@@ -26,14 +26,24 @@ class Run:
     num_classes: int
 
 
-def make_optimizer(lr: float, c: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
+def learning_rate(lr: float, c: ml_collections.ConfigDict, num_steps: int, *,
+                  updates_per_step: int = 1):
+    """The config's learning rate (optim.schedule, optim.warmup_steps) as a function of the
+    update count, with `updates_per_step` updates per training step (D's n_critic), so that
+    warm-up and cosine horizon span the same training steps for G and D."""
+    warmup, total = c.warmup_steps * updates_per_step, num_steps * updates_per_step
     if c.schedule == "cosine":
-        schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(c.warmup_steps, 1), num_steps)
-    elif c.warmup_steps:
-        schedule = optax.linear_schedule(0.0, lr, c.warmup_steps)
-    else:
-        schedule = lr
-    return optax.adam(schedule, b1=c.b1, b2=c.b2)
+        return optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), total)
+    if warmup:
+        return optax.linear_schedule(0.0, lr, warmup)
+    return lr
+
+
+def make_optimizer(lr: float, c: ml_collections.ConfigDict, num_steps: int, *,
+                   updates_per_step: int = 1) -> optax.GradientTransformation:
+    """Adam (optim.b1, optim.b2) with `learning_rate`'s schedule."""
+    return optax.adam(learning_rate(lr, c, num_steps, updates_per_step=updates_per_step),
+                      b1=c.b1, b2=c.b2)
 
 
 def build_run(config: ml_collections.ConfigDict) -> Run:
@@ -63,7 +73,8 @@ def build_run(config: ml_collections.ConfigDict) -> Run:
         dtype=jnp.bfloat16 if m.compute_dtype == "bfloat16" else jnp.float32)
     # D steps n_critic times per G step: its schedule runs over that many updates.
     g_tx = make_optimizer(config.optim.g_lr, config.optim, config.num_steps)
-    d_tx = make_optimizer(config.optim.d_lr, config.optim, config.num_steps * config.optim.n_critic)
+    d_tx = make_optimizer(config.optim.d_lr, config.optim, config.num_steps,
+                          updates_per_step=config.optim.n_critic)
     return Run(source, generator, discriminator, g_tx, d_tx, m.latent_dim, num_classes)
 
 

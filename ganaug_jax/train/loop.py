@@ -129,7 +129,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     arrays = jax.device_put(run.source.arrays, rep) if config.data.placement == "device" else None
     stream = None
     data_key = jax.random.fold_in(jax.random.key(config.seed), 0xDA7A)
-    latents = _fixed_latents(run, config.seed, 100 if run.source.is_image else 2500)
+    # ~100 images, a whole number per class (one row each), or 2,500 points for a scatter plot
+    grid = -(-100 // run.num_classes) * run.num_classes if run.num_classes else 100
+    latents = _fixed_latents(run, config.seed, grid if run.source.is_image else 2500)
 
     start = int(state.step)
     # One sampling program per run (it was traced and compiled again at every sample grid,
@@ -146,6 +148,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     # computed from that state (the next step's) are known to be finite.
     to_save = collections.deque()
     last_time, last_step = time.perf_counter(), start
+    # Lazy R1 (loss.r1_interval k > 1) runs on steps where step % k == 0 and reports 0 on the
+    # others: a row shows the penalty of the latest step that ran it (none yet: no entry).
+    r1_interval = config.loss.r1_interval if config.loss.r1_gamma > 0 else 1
+    last_r1 = None
 
     def write_log(done, metrics):
         nonlocal last_time, last_step
@@ -173,6 +179,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
                 write_log(*to_log)
                 to_log = None
             pending = (step, metrics)  # computed from the state of step `step`
+            if r1_interval > 1:
+                if step % r1_interval == 0:
+                    last_r1 = metrics["r1_penalty"]
+                metrics = {k: v for k, v in metrics.items() if k != "r1_penalty"}
+                if last_r1 is not None:
+                    metrics["r1_penalty"] = last_r1
             done = step + 1
             if done % config.checkpoint_every == 0 or done == config.num_steps:
                 to_save.append((done, checkpoint.pack(state)))  # before the next step donates it
@@ -270,7 +282,8 @@ class _progress:
         self.bar.update(step - self.position)
         self.position = step
         self.bar.set_postfix(img_s=f"{rate:,.0f}", d=f"{float(scalars['d_loss']):.3f}",
-                             g=f"{float(scalars['g_loss']):.3f}", p=f"{float(scalars['ada_p']):.2f}")
+                             g=f"{float(scalars['g_loss']):.3f}",
+                             p=f"{float(scalars['augment_p']):.2f}")  # the p in use (ADA or fixed)
 
     def close(self) -> None:
         if self.bar is not None:

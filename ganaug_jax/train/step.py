@@ -60,8 +60,8 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
     `fixed_p`.
     reuse_fake: False (default): the G update draws fresh latents and runs G again. True: it
     reuses the fakes (and G's saved activations) of the last D update, as the classic PyTorch
-    DCGAN loop does, saving one G forward per step; G's batch statistics then update once
-    per step. Not combinable with loss.mode_seeking (which pairs the G update's latents).
+    DCGAN loop does, saving one G forward per step; G's batch statistics then update in
+    every D update's G forward (n_critic times per step), as in that loop. Not combinable with loss.mode_seeking (which pairs the G update's latents).
     """
     if reuse_fake and loss.mode_seeking > 0:
         raise ValueError("reuse_fake cannot be combined with loss.mode_seeking > 0: mode seeking "
@@ -124,7 +124,7 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
             if loss.r1_gamma > 0:
                 r1 = losses.lazy_r1(critic, real_in, step=state.step, interval=loss.r1_interval)
                 total = total + 0.5 * loss.r1_gamma * r1
-                terms["r1_penalty"] = r1
+                terms["r1_penalty"] = r1 / loss.r1_interval  # the penalty itself where it ran
             aux = (stats, real_logits, fake_logits, features[:n], terms)
             return total, aux
 
