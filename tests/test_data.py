@@ -181,8 +181,8 @@ def test_npz_round_trip(kind, with_test, tmp_path):
          else rng.random(shape).astype(np.float64))
     y = np.tile(np.arange(3), 4).astype(np.int64)
     arrays = {"x": x, "y": y}
-    if with_test:
-        arrays.update(x_test=x[:4], y_test=y[:4], class_names=np.array(["a", "b", "c"]))
+    if with_test:  # names as bytes (np.bytes_, e.g. written by h5py or Python 2) read as text
+        arrays.update(x_test=x[:4], y_test=y[:4], class_names=np.array([b"a", b"b", b"c"]))
     path = str(tmp_path / "d.npz")
     np.savez(path, **arrays)
     splits = load_splits(path)
@@ -277,6 +277,18 @@ def test_image_folder_jpeg_within_tolerance(tmp_path):
     d = load_splits(str(tmp_path))["train"]
     err = np.abs(d.x.astype(np.int32) - smooth.astype(np.int32))
     assert err.mean() < 2.0 and err.max() <= 16  # lossy: JPEG q95 on a smooth ramp
+
+
+def test_image_folder_applies_the_exif_orientation(tmp_path):
+    """A camera's portrait photo: pixels stored landscape, EXIF Orientation 6 (rotate 90
+    degrees clockwise to view). It loads as viewers show it: np.rot90(stored, k=-1)."""
+    stored = np.random.default_rng(6).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "a").mkdir()
+    Image.fromarray(stored).save(tmp_path / "a" / "x.png", exif=exif)
+    d = load_splits(str(tmp_path))["train"]
+    np.testing.assert_array_equal(d.x[0], np.rot90(stored, k=-1))
 
 
 def test_image_folder_errors(tmp_path):

@@ -102,8 +102,10 @@ def test_rejects_samples_of_the_wrong_shape():
 def test_rejects_bad_means_and_std_and_takes_lists():
     with pytest.raises(ValueError, match=r"means must have shape \(K, D\) with K >= 1"):
         mode_coverage(np.zeros((4, 2)), np.zeros((0, 2)), 0.01)
-    for std in (0.0, -0.01, float("nan")):
-        with pytest.raises(ValueError, match="std must be > 0"):
+    for std in (0.0, -0.01, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="std must be finite and > 0"):
             mode_coverage(np.zeros((4, 2)), RING, std)
+    with pytest.raises(ValueError, match="means must be finite"):
+        mode_coverage(np.zeros((4, 2)), np.where(np.arange(8)[:, None] == 3, np.nan, RING), 0.01)
     as_lists = mode_coverage(RING[:3].tolist(), RING.tolist(), 0.01)
     assert as_lists == mode_coverage(RING[:3], RING, 0.01) and as_lists["modes"] == 3

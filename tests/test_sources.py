@@ -370,7 +370,14 @@ def test_cli_rejects_data_that_does_not_fit_the_model(tmp_path, capsys):
     code = cli.main(_train_args(workdir, source))
     err = capsys.readouterr().err
     assert code == 2
-    assert f"data.source {str(source)!r} are 20x20; set config key 'data.resolution'" in err
+    assert f"data.source {str(source)!r} are 20x20 (H x W); set config key 'data.resolution'" in err
+    assert not workdir.exists()
+    wide = tmp_path / "wide.npz"  # 16 high, a DCGAN size, but 24 wide: not stretched unasked
+    np.savez(wide, x=np.zeros((6, 16, 24, 3), np.uint8) + np.arange(6, dtype=np.uint8)[:, None, None, None],
+             y=np.arange(6) % 3)
+    assert cli.main(_train_args(workdir, wide)) == 2
+    assert ("are 16x24 (H x W); set config key 'data.resolution' to one of (8, 16, 32, 64, 128) "
+            "to resize them (non-square images are stretched to R x R)") in capsys.readouterr().err
     assert not workdir.exists()
     x = np.random.default_rng(0).uniform(0, 255, (12, 16, 16, 3)).astype(np.float32)
     np.savez(tmp_path / "floats.npz", x=x, y=np.arange(12) % 3)

@@ -206,7 +206,7 @@ def load_npz(path: str) -> dict[str, Labelled]:
         names = arrays["class_names"]
         if names.ndim != 1:
             raise ValueError(f"data.source {path!r}: class_names must be 1-D, got {names.shape}")
-        names = tuple(str(n) for n in names)
+        names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist())
         if max_label >= len(names):
             raise ValueError(f"data.source {path!r}: label {max_label} found but class_names has "
                              f"only {len(names)} names")
@@ -304,10 +304,11 @@ def load_image_folder(path: str) -> Labelled:
 
 def _read_image(file: str) -> np.ndarray:
     """(H, W, 1) or (H, W, 3) uint8 from an image file."""
-    from PIL import Image
+    from PIL import Image, ImageOps
     try:
         with Image.open(file) as im:
             im.load()
+            im = ImageOps.exif_transpose(im)  # as viewers show it (cameras store it rotated)
             mode = im.mode
             if mode in ("1", "LA"):
                 im, mode = im.convert("L"), "L"

@@ -77,10 +77,13 @@ def load_real(data) -> RealData:
     resolution = data.resolution or train.x.shape[1]
     channels = data.channels or train.x.shape[3]
     from ganaug_jax.models.dcgan import DCGAN_RESOLUTIONS
-    if not data.resolution and resolution not in DCGAN_RESOLUTIONS:
-        raise ValueError(f"the images of data.source {data.source!r} are "
-                         f"{train.x.shape[1]}x{train.x.shape[2]}; set config key "
-                         f"'data.resolution' to one of {DCGAN_RESOLUTIONS} to resize them")
+    height, width = train.x.shape[1:3]
+    if not data.resolution and (resolution not in DCGAN_RESOLUTIONS or height != width):
+        raise ValueError(f"the images of data.source {data.source!r} are {height}x{width} "
+                         f"(H x W); set config key 'data.resolution' to one of "
+                         f"{DCGAN_RESOLUTIONS} to resize them"
+                         + (" (non-square images are stretched to R x R)" if height != width
+                            else ""))
     loaders.check_fits(train, resolution=resolution, channels=channels, num_classes=None)
     empty = np.flatnonzero(regimes.class_counts(train.y, train.num_classes) == 0)
     if empty.size:

@@ -16,8 +16,10 @@ def mode_coverage(samples: np.ndarray, means: np.ndarray, std: float) -> dict:
     if samples.ndim != 2 or samples.shape[1] != means.shape[1] or not len(samples):
         raise ValueError(f"samples must have shape (S, {means.shape[1]}) with S >= 1, "
                          f"got {samples.shape}")
-    if not std > 0:
-        raise ValueError(f"std must be > 0, got {std}")
+    if not np.isfinite(means).all():
+        raise ValueError("means must be finite")
+    if not (np.isfinite(std) and std > 0):
+        raise ValueError(f"std must be finite and > 0, got {std}")
     distances = np.linalg.norm(samples[:, None, :] - means[None, :, :], axis=-1)
     nearest = distances.argmin(axis=1)
     good = distances[np.arange(len(samples)), nearest] <= 3 * std
