@@ -162,7 +162,9 @@ def predict(params, images: np.ndarray, num_classes: int, spec: ClassifierSpec,
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int,
            small_classes: np.ndarray) -> dict:
-    """accuracy, macro-F1, mean recall over `small_classes`, and per-class recall."""
+    """accuracy, macro-F1 (over the classes the test set holds: sklearn's
+    f1_score(average='macro', labels=those classes); stratified splits hold every class),
+    mean recall over `small_classes`, and per-class recall."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     tp = np.array([np.sum((y_true == c) & (y_pred == c)) for c in range(num_classes)], float)
     support = np.bincount(y_true, minlength=num_classes).astype(float)
