@@ -304,6 +304,12 @@ def test_cli_trains_on_npz_and_image_folder(kind, tmp_path, capsys, monkeypatch)
     if extra:
         assert all(np.isfinite(r["mode_seeking"]) and r["mode_seeking"] > 0 for r in rows)
     assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in rows)
+    # the final sample grid: one row per class, 34 samples each (102, not 100: no row ends
+    # with another class's samples or a blank cell), 8x8 cells with a 1-pixel gap
+    grid = np.asarray(Image.open(run / "samples_0000002.png"))
+    assert grid.shape[:2] == (3 * 9 + 1, 34 * 9 + 1)
+    assert all((grid[1 + 9 * r:9 + 9 * r, 1 + 9 * c:9 + 9 * c] != 255).any()
+               for r in range(3) for c in range(34))
     # 3 classes x 4 images, a quarter held out per class: 9 training images reached the run
     real = load_real(_data(source=str(source)))
     assert real.num_classes == 3 and len(real.train["y"]) == 9 and len(real.test["y"]) == 3
