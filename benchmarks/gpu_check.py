@@ -74,7 +74,7 @@ def train(out: pathlib.Path, quick: bool, *, bfloat16: bool = False, variants: b
 def loop(out: pathlib.Path, quick: bool) -> None:
     from ganaug_jax.bench import train_step
     train_step.loop_efficiency(steps=30 if quick else 60, runs=1 if quick else 5,
-                               json_path=str(out / "gpu.jsonl"))
+                               json_path=str(out / "gpu.jsonl"), quick=quick)
 
 
 def generate(out: pathlib.Path, quick: bool) -> None:

@@ -206,7 +206,7 @@ def _bench(args, overrides) -> int:
                            torch_compile=not args.quick, baseline=not args.quick,
                            bfloat16=args.bfloat16, json_path=args.json, chart=chart(suite))
             train_step.loop_efficiency(steps=30 if args.quick else 60, runs=1 if args.quick else 5,
-                                       json_path=args.json)
+                                       json_path=args.json, quick=args.quick)
         elif suite == "generate":
             generate.run(batches=(16, 64) if args.quick else generate.BATCHES,
                          num=256 if args.quick else 2048, export_num=200 if args.quick else 1000,

@@ -65,6 +65,22 @@ def test_torch_peer_has_the_same_parameter_counts():
         assert (torch_dcgan.parameter_count(tg), torch_dcgan.parameter_count(td)) == (n_g, n_d)
 
 
+def test_torch_peer_computes_d_weight_gradients_in_the_d_step_only():
+    """The G step backpropagates through D for its input gradient; D's weight gradients are
+    computed once per iteration (D step), as in ganaug_jax and in the analytic FLOP count."""
+    torch_dcgan = pytest.importorskip("ganaug_jax.bench.torch_dcgan")
+    iteration, g, d = torch_dcgan.make_iteration(resolution=8, channels=1, width=4, batch=4,
+                                                 latent_dim=8)
+    calls = {name: 0 for name, _ in d.named_parameters()}
+    for name, parameter in d.named_parameters():
+        parameter.register_hook(lambda grad, n=name: calls.__setitem__(n, calls[n] + 1))
+    g_before = [p.detach().clone() for p in g.parameters()]
+    iteration()
+    assert calls == {name: 1 for name in calls} and len(calls) == 4
+    assert all(p.requires_grad for p in d.parameters())  # unfrozen for the next D step
+    assert all(not bool((a == b).all()) for a, b in zip(g_before, g.parameters()))  # G trained
+
+
 def _cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "ganaug_jax.cli", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=600)
@@ -261,8 +277,11 @@ def test_matmul_peak_multiplies_in_the_dtype_it_is_given(monkeypatch):
 
 def test_loop_efficiency_counts_every_image_after_the_first_log_row(tmp_path):
     out = tmp_path / "loop.jsonl"
+    with pytest.raises(ValueError, match=r"runs must be >= 5 .* got 1"):
+        train_step.loop_efficiency(TINY, runs=1)  # refused before any work
     row = train_step.loop_efficiency(TINY, steps=12, log_every=4, checkpoint_every=4, runs=1,
-                                     reps=5, json_path=str(out))
+                                     reps=5, json_path=str(out), quick=True)
+    assert row["quick"] is True
     assert json.loads(out.read_text()) == row
     assert len(row["loop_interval_images_per_s"]) == 2  # the rows after the first of 3
     (each,) = row["loop_images_per_s_each"]

@@ -2,9 +2,10 @@
 
 Pipeline (every parameter drawn per sample): horizontal flip with probability 0.5; rotation
 U(-15, 15) degrees, bilinear; translation U(-1/8, 1/8) of the size per axis; additive
-brightness U(-0.2, 0.2); contrast factor U(0.8, 1.2); saturation factor U(0.8, 1.2).
-Images are float32 NHWC in [-1, 1] for ganaug_jax; the peers whose colour ops assume [0, 1]
-(dm-pix, augmax, kornia) get their own rescaled copy, made once outside the timed region.
+brightness U(-0.2, 0.2) of the [0, 1] range; contrast factor U(0.8, 1.2); saturation factor
+U(0.8, 1.2). Images are float32 NHWC in [-1, 1] for ganaug_jax (brightness U(-0.4, 0.4) there,
+the same shift); the peers whose colour ops assume [0, 1] (dm-pix, augmax, kornia) get their
+own rescaled copy, made once outside the timed region.
 Each peer runs in its own idiom and fastest path:
   * dm-pix: one key per image, `jax.vmap` over `jax.random.split` keys, all under one `jax.jit`;
     one call per op as its API offers them: `rotate`, then the translation through
@@ -17,7 +18,10 @@ Each peer runs in its own idiom and fastest path:
     `ColorJitter` on HSV (GIMP-style brightness/contrast on V; its saturation term is a no-op
     in 0.4.1, so augmax does slightly less work than the others);
   * kornia (only if `import kornia` works): NCHW torch tensors, `AugmentationSequential`,
-    eager, and `torch.compile` with `--torch-compile`.
+    eager, and `torch.compile` with `--torch-compile`; rotation and translation in one
+    `RandomAffine` (one warp, border 'border' = 'edge'; kornia 0.9's `RandomRotation` has
+    zero fill only); its `ColorJitter` brightness is a factor (x * U(0.8, 1.2)), not a shift:
+    the same cost, another transform.
   * ganaug_jax: `ganaug_pipeline()`, border 'edge' (= dm-pix's 'nearest'), one fused resample
     and colour pass (the XLA:CPU kernel where it was built); row 'ganaug_jax (pure JAX)' is
     the same pipeline traced under `augment.without_fast_kernels()`, timed in the same loop.
@@ -71,7 +75,8 @@ def ganaug_pipeline():
     return A.make_pipeline([A.op("flip_left_right", probability=lambda p: p / 2),
                             A.op("rotate", max_degrees=MAX_DEGREES),
                             A.op("translate", max_fraction=MAX_FRACTION),
-                            A.op("brightness", max_delta=MAX_DELTA),
+                            # +-0.2 of the [0, 1] range, as the peers on their [0, 1] copies
+                            A.op("brightness", max_delta=2 * MAX_DELTA),
                             A.op("contrast", factor_range=FACTOR_RANGE),
                             A.op("saturation", factor_range=FACTOR_RANGE)],
                            border="edge", interpolation="bilinear")
@@ -139,8 +144,10 @@ def kornia_runner(images01, compile_it):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     x = torch.from_numpy(np.asarray(images01).transpose(0, 3, 1, 2).copy()).to(device)
     aug = K.AugmentationSequential(
-        K.RandomHorizontalFlip(p=0.5), K.RandomRotation(MAX_DEGREES, p=1.0),
-        K.RandomAffine(degrees=0.0, translate=(MAX_FRACTION, MAX_FRACTION), p=1.0),
+        K.RandomHorizontalFlip(p=0.5),
+        # rotation and translation in one warp, 'border': the edge mode of the others
+        K.RandomAffine(degrees=MAX_DEGREES, translate=(MAX_FRACTION, MAX_FRACTION), p=1.0,
+                       padding_mode="border"),
         K.ColorJitter(brightness=MAX_DELTA, contrast=0.2, saturation=0.2, p=1.0))
     fn = torch.compile(aug) if compile_it else aug
 
@@ -240,19 +247,20 @@ def run(*, shapes=SHAPES, reps: int = 7, json_path: str | None = None, quick: bo
           f"jax={jax.__version__} dtype=float32 reps={reps}" + (" (quick)" if quick else ""),
           flush=True)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    rows = []
+    rows, all_lines = [], []
+    env = common.environment()
     for shape in shapes:
         results = bench_shape(shape, reps, slow_s, torch_compile)
         lines = []
         for name, r in results.items():
             line = {"suite": "augment", "library": name, "shape": list(shape),
-                    "dtype": "float32", "device_kind": device.device_kind,
-                    "device_count": jax.device_count(), "jax_version": jax.__version__,
-                    "library_version": versions[name], **r, "date": date}
+                    "dtype": "float32", **env, "library_version": versions[name], **r,
+                    "date": date}
             if name == "floor":
                 line["bandwidth_gb_s"] = 2 * np.prod(shape) * 4 / r["median_s"] / 1e9
             lines.append(line)
         rows.append((shape, results))
+        all_lines += lines
         common.write_json_lines(lines, json_path)  # each shape's rows as soon as they are known
 
     has_kornia = any("kornia" in r for _, r in rows)
@@ -286,7 +294,7 @@ def run(*, shapes=SHAPES, reps: int = 7, json_path: str | None = None, quick: bo
                          {n: [r[n]["images_per_s"] if n in r else float("nan") for _, r in rows]
                           for n in names},
                          title=f"augmentation images/sec, {device.device_kind}")
-    return lines
+    return all_lines
 
 
 def main():

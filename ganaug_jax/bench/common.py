@@ -27,12 +27,27 @@ def check_reps(reps: int, name: str = "reps") -> None:
                          f"{MIN_REPS} timed repetitions), got {reps}")
 
 
+def cpu_model() -> str:
+    """The host CPU's model name (Linux /proc/cpuinfo, else platform.processor()), so that
+    JSON lines from several machines can be told apart when joined."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict:
     """Device kind and count, versions and the date: the fields every JSON line carries."""
     device = jax.devices()[0]
     env = {"device_kind": device.device_kind, "platform": device.platform,
            "device_count": jax.device_count(), "jax_version": jax.__version__,
            "ganaug_jax_version": ganaug_jax.__version__, "cpu_count": os.cpu_count(),
+           "cpu_model": cpu_model(),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     try:
         import torch

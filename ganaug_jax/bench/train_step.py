@@ -168,8 +168,11 @@ def bench_config(c: TrainConfig, *, reps: int, iters: int, peers: bool, torch_co
     variants = {"ganaug_jax": {}, "ganaug_jax reuse_fake": {"optim.reuse_fake": True}}
     if baseline:
         variants["ganaug_jax xla convs"] = {"model.conv_impl": "xla"}
+    from ganaug_jax.train import sharding
+    one_device = sharding.make_mesh(jax.devices()[:1])  # the peer's hardware (and the MFU peak's)
     for name, overrides in variants.items():
-        run, compile_s[name], counts, xla_flops = ganaug_runner(c, **overrides, **dtype_overrides)
+        run, compile_s[name], counts, xla_flops = ganaug_runner(c, one_device, **overrides,
+                                                                **dtype_overrides)
         runners[name], info[name] = run, {"params": counts, "xla_flops": xla_flops}
     if peers:
         try:
@@ -278,7 +281,7 @@ def run(*, configs=CONFIGS, reps: int = 7, iters: int = 2, peers: bool = True,
 
 def loop_efficiency(c: TrainConfig = CONFIGS[0], *, steps: int = 60, log_every: int = 10,
                     checkpoint_every: int = 20, runs: int = 5, reps: int = 5,
-                    json_path: str | None = None) -> dict:
+                    json_path: str | None = None, quick: bool = False) -> dict:
     """`train_and_evaluate` (metrics fetched one step late, async checkpoints every
     `checkpoint_every` steps, batches gathered on device) vs the bare jitted step at the same
     config. The bare step is timed (median of `reps`) before the first loop run and after each
@@ -289,7 +292,12 @@ def loop_efficiency(c: TrainConfig = CONFIGS[0], *, steps: int = 60, log_every: 
     measurement of record (`loop_fraction_of_bare`). Beside it, after each loop run, the
     bare step is also timed as the loop is: as many steps as a loop run counts, dispatched
     back to back, over their wall time (`bare_window_*`, median over runs), so the loop's own
-    costs can be told from the difference between a median of single steps and a wall rate."""
+    costs can be told from the difference between a median of single steps and a wall rate.
+    runs and reps: >= 5 each (PROTOCOLS.md section 4) unless `quick` (a smoke run, marked so
+    in its row)."""
+    if not quick:
+        common.check_reps(runs, "runs")
+    common.check_reps(reps)
     import time
     import json
     import shutil
@@ -332,7 +340,8 @@ def loop_efficiency(c: TrainConfig = CONFIGS[0], *, steps: int = 60, log_every: 
     window_rate = float(np.median(window_rates))
     row = {"suite": "train", "what": "loop efficiency", "config": c.name, "batch": c.batch,
            **model_fields(c), "steps": steps,
-           "runs": runs, "log_every": log_every, "checkpoint_every": checkpoint_every,
+           "runs": runs, "quick": quick, "log_every": log_every,
+           "checkpoint_every": checkpoint_every,
            "loop_images_per_s": loop_rate, "bare_step_images_per_s": bare_rate,
            "loop_images_per_s_each": run_rates, "loop_interval_images_per_s": rates,
            "bare_step_images_per_s_each": [c.batch / s for s in bare],
