@@ -257,11 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ganaug_jax {ganaug_jax.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     cache = argparse.ArgumentParser(add_help=False)
-    cache.add_argument("--compilation-cache", default=None, metavar="DIR",
-                       help="JAX persistent compilation cache (default $GANAUG_COMPILATION_CACHE "
-                            "or ~/.cache/ganaug_jax/jax_compilation_cache)")
-    cache.add_argument("--no-compilation-cache", action="store_true",
-                       help="compile everything afresh, read and write no cache")
+    cache_flags = cache.add_mutually_exclusive_group()
+    cache_flags.add_argument("--compilation-cache", default=None, metavar="DIR",
+                             help="JAX persistent compilation cache (default "
+                                  "$GANAUG_COMPILATION_CACHE or "
+                                  "~/.cache/ganaug_jax/jax_compilation_cache)")
+    cache_flags.add_argument("--no-compilation-cache", action="store_true",
+                             help="compile everything afresh, read and write no cache")
 
     train = commands.add_parser(
         "train", parents=[cache], help="train a GAN (resumes from the workdir's latest checkpoint)",
@@ -399,6 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         # bench reports cold compile times: it never reads the persistent cache
         if args.command != "bench" and not args.no_compilation_cache:
+            if args.compilation_cache is not None:  # asked for by name: it must be usable
+                from ganaug_jax.train import outputs
+                outputs.ensure_writable_dir(args.compilation_cache, "--compilation-cache")
             enable_compilation_cache(args.compilation_cache or default_cache_dir())
         return args.run(args, overrides)
     except (ValueError, RuntimeError) as error:  # bad input and stopped runs: one clear line

@@ -176,6 +176,12 @@ _NON_NEGATIVE = ("seed", "sample_every", "data.resolution", "data.channels", "da
                  "loss.instance_noise_std", "loss.instance_noise_steps", "loss.feature_matching",
                  "loss.mode_seeking", "optim.warmup_steps", "optim.ema_half_life_images")
 _UNIT = ("augment.ada_initial_p",)
+_INTEGER = ("seed", "num_steps", "batch_size", "checkpoint_every", "keep_checkpoints",
+            "log_every", "sample_every", "data.resolution", "data.channels", "data.split_seed",
+            "data.per_class", "data.subset_seed", "model.latent_dim", "model.width",
+            "model.latent_components", "model.depth", "model.minibatch_std", "loss.r1_interval",
+            "loss.instance_noise_steps", "optim.warmup_steps", "optim.n_critic",
+            "augment.ada_interval")
 
 
 MAX_SEED = 2 ** 63 - 1  # jax.random.key takes an int64
@@ -212,6 +218,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
             raise ValueError(f"config key {key!r} must be one of {choices}, got {flat[key]!r}")
+    for key in _INTEGER:  # a config file may build its own ConfigDict: 6e0 steps, 2.5 rows
+        if isinstance(flat[key], bool) or not isinstance(flat[key], int):
+            raise ValueError(f"config key {key!r} must be an int, got {flat[key]!r}")
     for key in _POSITIVE:
         if not flat[key] > 0:
             raise ValueError(f"config key {key!r} must be > 0, got {flat[key]!r}")
@@ -245,6 +254,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError("config key 'loss.instance_noise_steps' must be >= 1 when "
                          "'loss.instance_noise_std' > 0 (the steps over which the noise anneals "
                          f"to 0), got {flat['loss.instance_noise_steps']!r}")
+    if flat["optim.schedule"] == "cosine" and flat["optim.warmup_steps"] >= flat["num_steps"]:
+        raise ValueError("config key 'optim.warmup_steps' must be < 'num_steps' under "
+                         f"optim.schedule 'cosine' (the decay follows the warm-up), got "
+                         f"{flat['optim.warmup_steps']} >= {flat['num_steps']}")
     if flat["model.architecture"] == "mlp" and flat["model.depth"] < 1:
         raise ValueError("config key 'model.depth' must be >= 1 for model.architecture 'mlp' "
                          f"(hidden layers; 0 derives it for 'dcgan' only), got {flat['model.depth']!r}")

@@ -412,8 +412,9 @@ def test_mix_batch_errors():
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         mixing.mix_batch(key, real, synthetic, batch_size=0, synthetic_fraction=0.5)
-    with pytest.raises(ValueError, match="synthetic_fraction must lie in"):
-        mixing.mix_batch(key, real, synthetic, batch_size=8, synthetic_fraction=1.5)
+    for bad in (1.5, "0.5", True, None, float("nan")):
+        with pytest.raises(ValueError, match=r"synthetic_fraction must be a number in \[0, 1\]"):
+            mixing.mix_batch(key, real, synthetic, batch_size=8, synthetic_fraction=bad)
     empty = {"x": synthetic["x"][:0], "y": synthetic["y"][:0]}
     with pytest.raises(ValueError, match="synthetic is empty but the batch asks for 4"):
         mixing.mix_batch(key, real, empty, batch_size=8, synthetic_fraction=0.5)

@@ -209,6 +209,23 @@ def test_validate_rejects_bad_values_naming_the_key(overrides, message):
         config_lib.validate(config)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("num_steps", 6.0, r"'num_steps' must be an int, got 6.0"),
+    ("log_every", 2.5, r"'log_every' must be an int, got 2.5"),
+    ("optim.n_critic", True, r"'optim.n_critic' must be an int, got True"),
+    ("optim.warmup_steps", 1000, r"'optim.warmup_steps' must be < 'num_steps' under optim.schedule "
+                                 r"'cosine' .* got 1000 >= 1000"),
+])
+def test_validate_checks_types_a_config_file_could_get_wrong(key, value, message):
+    """A config file may build its own ConfigDict (no types from configs/default.py)."""
+    import ml_collections
+    raw = _config(**{"optim.schedule": "cosine", "num_steps": 1000}).to_dict()
+    section, _, leaf = key.rpartition(".")
+    (raw[section] if section else raw)[leaf] = value
+    with pytest.raises(ValueError, match=message):
+        config_lib.validate(ml_collections.ConfigDict(raw))
+
+
 def test_new_keys_have_defaults_and_valid_values_pass():
     config = _config(**{"model.minibatch_std": 4, "batch_size": 16, "data.test_fraction": 0.0,
                         "data.per_class": 5, "loss.mode_seeking": 1.0})

@@ -15,8 +15,9 @@ def synthetic_count(batch_size: int, synthetic_fraction: float) -> int:
     (halves to even). Checks both arguments."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not 0.0 <= float(synthetic_fraction) <= 1.0:  # also rejects NaN
-        raise ValueError(f"synthetic_fraction must lie in [0, 1], got {synthetic_fraction!r}")
+    if isinstance(synthetic_fraction, bool) or not isinstance(synthetic_fraction, (int, float)) \
+            or not 0.0 <= synthetic_fraction <= 1.0:  # also rejects NaN
+        raise ValueError(f"synthetic_fraction must be a number in [0, 1], got {synthetic_fraction!r}")
     return round(batch_size * float(synthetic_fraction))
 
 

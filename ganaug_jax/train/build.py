@@ -32,8 +32,10 @@ def learning_rate(lr: float, c: ml_collections.ConfigDict, num_steps: int, *,
     update count, with `updates_per_step` updates per training step (D's n_critic), so that
     warm-up and cosine horizon span the same training steps for G and D."""
     warmup, total = c.warmup_steps * updates_per_step, num_steps * updates_per_step
-    if c.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), total)
+    if c.schedule == "cosine" and warmup:
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total)
+    if c.schedule == "cosine":  # from the first update on (a warm-up of 1 would make it a no-op)
+        return optax.cosine_decay_schedule(lr, total)
     if warmup:
         return optax.linear_schedule(0.0, lr, warmup)
     return lr

@@ -36,9 +36,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         raise ValueError("--coordinator, --num-processes and --process-id go together: give all "
                          "three, or none of them (with --distributed) to let JAX detect the cluster")
     if coordinator is not None:
-        if not _ADDRESS.match(coordinator):
-            raise ValueError(f"--coordinator must be HOST:PORT (e.g. 10.0.0.1:1234), "
-                             f"got {coordinator!r}")
+        if not _ADDRESS.match(coordinator) or not 1 <= int(coordinator.rsplit(":", 1)[1]) <= 65535:
+            raise ValueError(f"--coordinator must be HOST:PORT with a port in [1, 65535] (e.g. "
+                             f"10.0.0.1:1234), got {coordinator!r}")
         if num_processes < 1:
             raise ValueError(f"--num-processes must be >= 1, got {num_processes}")
         if not 0 <= process_id < num_processes:

@@ -152,6 +152,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
     # others: a row shows the penalty of the latest step that ran it (none yet: no entry).
     r1_interval = config.loss.r1_interval if config.loss.r1_gamma > 0 else 1
     last_r1 = None
+    if r1_interval > 1 and log is not None and log.rows:  # resumed: the last row kept shows
+        row = log.rows[-1]                               # the latest R1 before its step
+        if "r1_penalty" in row and (start - 1) // r1_interval * r1_interval < row["step"]:
+            last_r1 = row["r1_penalty"]                  # (no R1 step since it)
 
     def write_log(done, metrics):
         nonlocal last_time, last_step

@@ -93,18 +93,31 @@ class MetricsLog:
 
     def __init__(self, workdir, *, resume_step: int):
         self.path = pathlib.Path(workdir) / "metrics.jsonl"
-        self._truncate_after(resume_step)
+        self.rows = self._truncate_after(resume_step)
         from tensorboardX import SummaryWriter
+        # TensorBoard hides the events of earlier sessions at steps >= purge_step: those the
+        # run writes again (rows up to the checkpoint stay, as in metrics.jsonl)
         self.tensorboard = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"),
-                                         purge_step=resume_step if resume_step else None)
+                                         purge_step=resume_step + 1)
 
-    def _truncate_after(self, step: int) -> None:
-        """Drops rows past the checkpoint a resumed run restarts from (they are re-run)."""
+    def _truncate_after(self, step: int) -> list[dict]:
+        """Drops rows past the checkpoint a resumed run restarts from (they are re-run) and a
+        last line cut short by a crash while appending; returns the rows kept."""
         if not self.path.exists():
-            return
-        rows = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
-        atomic_write_text(self.path, "".join(row + "\n" for row in rows))
+            return []
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        kept = []
+        for i, line in enumerate(lines):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                if i < len(lines) - 1:  # only the last append can be torn
+                    raise ValueError(f"{self.path}: line {i + 1} is not JSON") from None
+                continue
+            if row["step"] <= step:
+                kept.append((line, row))
+        atomic_write_text(self.path, "".join(line + "\n" for line, _ in kept))
+        return [row for _, row in kept]
 
     def write(self, step: int, scalars: dict) -> None:
         """One row: the step, the scalars, and `wall_time` (Unix seconds, in the JSON only)."""
