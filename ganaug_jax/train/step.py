@@ -61,7 +61,8 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
     reuse_fake: False (default): the G update draws fresh latents and runs G again. True: it
     reuses the fakes (and G's saved activations) of the last D update, as the classic PyTorch
     DCGAN loop does, saving one G forward per step; G's batch statistics then update in
-    every D update's G forward (n_critic times per step), as in that loop. Not combinable with loss.mode_seeking (which pairs the G update's latents).
+    every D update's G forward (n_critic times per step), as in that loop. Not combinable
+    with loss.mode_seeking (which pairs the G update's latents).
     """
     if reuse_fake and loss.mode_seeking > 0:
         raise ValueError("reuse_fake cannot be combined with loss.mode_seeking > 0: mode seeking "
