@@ -106,7 +106,7 @@ def make_iteration(*, resolution, channels, width, batch, latent_dim, num_classe
         d_loss.backward()
         d_opt.step()
         g_opt.zero_grad(set_to_none=True)
-        d.requires_grad_(False)  # G's backward needs D's input gradients, not its weights'
+        d.requires_grad_(False)  # G's backward needs D's input gradients, not its weights
         logits = d_run(fake, y_fake)
         F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).backward()
         d.requires_grad_(True)
