@@ -8,6 +8,8 @@ are rejected before anything runs.
 import ast
 import importlib.util
 import json
+import math
+import numbers
 import pathlib
 import sys
 
@@ -176,6 +178,9 @@ _NON_NEGATIVE = ("seed", "sample_every", "data.resolution", "data.channels", "da
                  "loss.instance_noise_std", "loss.instance_noise_steps", "loss.feature_matching",
                  "loss.mode_seeking", "optim.warmup_steps", "optim.ema_half_life_images")
 _UNIT = ("augment.ada_initial_p",)
+_NUMERIC = _POSITIVE + _NON_NEGATIVE + _UNIT + (
+    "optim.b1", "optim.b2", "loss.real_label", "augment.ada_target", "augment.ada_fixed_p",
+    "data.test_fraction")
 _INTEGER = ("seed", "num_steps", "batch_size", "checkpoint_every", "keep_checkpoints",
             "log_every", "sample_every", "data.resolution", "data.channels", "data.split_seed",
             "data.per_class", "data.subset_seed", "model.latent_dim", "model.width",
@@ -221,6 +226,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in _INTEGER:  # a config file may build its own ConfigDict: 6e0 steps, 2.5 rows
         if isinstance(flat[key], bool) or not isinstance(flat[key], int):
             raise ValueError(f"config key {key!r} must be an int, got {flat[key]!r}")
+    for key in _NUMERIC:  # NaN passes no range check below, and inf passes some
+        if isinstance(flat[key], bool) or not isinstance(flat[key], numbers.Real) \
+                or not math.isfinite(flat[key]):
+            raise ValueError(f"config key {key!r} must be a finite number, got {flat[key]!r}")
     for key in _POSITIVE:
         if not flat[key] > 0:
             raise ValueError(f"config key {key!r} must be > 0, got {flat[key]!r}")

@@ -327,3 +327,13 @@ def test_domain_classifier_features_and_probabilities():
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
     # the same images one at a time give the same rows (no dependence on the batch)
     np.testing.assert_allclose(domain.features(images[:1]), feats[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_write_report_missing_a_field_replaces_no_earlier_file(tmp_path):
+    from ganaug_jax.evaluate import protocol
+    earlier = {name: f"earlier {name}" for name in protocol.REPORT_FILES}
+    for name, text in earlier.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(KeyError, match="quality"):
+        protocol.write_report({"workdir": "new", "summary": {}}, str(tmp_path))
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == earlier

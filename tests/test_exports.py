@@ -543,6 +543,29 @@ def test_non_finite_samples_are_refused_before_anything_is_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_labels_outside_the_manifest_classes_and_float_labels_are_refused(tmp_path):
+    manifest = {"checkpoint_step": 0, "seed": 0, "config_json": "{}", "generator": "ema",
+                "truncation": None, "num_classes": 3, "workdir": "w"}
+    x = np.zeros((2, 4, 4, 1), np.uint8)
+    with pytest.raises(ValueError, match=r"label 7, outside the manifest's num_classes = 3"):
+        exports.export_npz(tmp_path / "a.npz", {"x": x, "y": np.array([1, 7], np.int32)},
+                           exports.make_manifest(**manifest))
+    assert list(tmp_path.iterdir()) == []
+    written = exports.export_npz(tmp_path / "b.npz", {"x": x, "y": np.array([1, 2], np.int32)},
+                                 exports.make_manifest(**manifest))
+    assert written["num_classes"] == 3 and written["counts"] == {"0": 0, "1": 1, "2": 1}
+    with pytest.raises(ValueError, match="samples\\['y'\\] must hold integer class labels"):
+        exports.to_export_arrays({"x": np.zeros((2, 4, 4, 1), np.float32),
+                                  "y": np.array([1.7, -0.5])}, is_image=True)
+
+
+@pytest.mark.parametrize("truncation", [float("nan"), float("inf"), 0.0, -1.0, "2"])
+def test_make_manifest_refuses_a_truncation_json_cannot_hold(truncation):
+    with pytest.raises(ValueError, match="truncation must be None or a finite number > 0"):
+        exports.make_manifest(checkpoint_step=0, seed=0, config_json="{}", generator="ema",
+                              truncation=truncation, num_classes=0)
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "give exactly one of --num N, --per-class N, --balance-to N, got none"),
     (["--num", "4", "--per-class", "2"], "got --num 4 and --per-class 2"),

@@ -64,6 +64,25 @@ def test_gaussian_frechet_distance_non_commuting_matches_scipy_sqrtm():
         np.testing.assert_allclose(swapped, got, rtol=1e-9)
 
 
+@pytest.mark.parametrize("bad, match", [
+    (-np.eye(2), "cov_a must be positive semi-definite"),
+    (np.array([[1.0, 5.0], [-5.0, 1.0]]), "cov_a must be a symmetric"),
+    (np.array([[1.0, 2.0], [2.0, 1.0]]), "cov_a must be positive semi-definite"),  # eig -1
+])
+def test_gaussian_frechet_distance_refuses_a_matrix_that_is_no_covariance(bad, match):
+    with pytest.raises(ValueError, match=match):
+        quality.gaussian_frechet_distance(np.zeros(2), bad, np.zeros(2), np.eye(2))
+
+
+def test_gaussian_frechet_distance_accepts_float32_rounding_of_a_singular_covariance():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 20)).astype(np.float32)  # N < D: rank 4, eigenvalues ~0 and below
+    cov = np.cov(x, rowvar=False).astype(np.float32)
+    assert np.linalg.eigvalsh(cov.astype(np.float64))[0] <= 0
+    assert quality.gaussian_frechet_distance(x.mean(0), cov, x.mean(0), cov) == pytest.approx(
+        0.0, abs=1e-4)
+
+
 def test_frechet_distance_one_dimensional_uses_ddof_1():
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(9, 1)), 2 + 3 * rng.normal(size=(13, 1))

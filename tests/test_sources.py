@@ -213,11 +213,18 @@ def test_validate_rejects_bad_values_naming_the_key(overrides, message):
     ("num_steps", 6.0, r"'num_steps' must be an int, got 6.0"),
     ("log_every", 2.5, r"'log_every' must be an int, got 2.5"),
     ("optim.n_critic", True, r"'optim.n_critic' must be an int, got True"),
+    ("optim.d_lr", "2e-4", r"'optim.d_lr' must be a finite number, got '2e-4'"),
+    ("augment.ada_fixed_p", float("nan"), r"'augment.ada_fixed_p' must be a finite number"),
+    ("optim.g_lr", float("inf"), r"'optim.g_lr' must be a finite number, got inf"),
+    ("loss.gp_weight", float("inf"), r"'loss.gp_weight' must be a finite number"),
+    ("optim.b1", float("nan"), r"'optim.b1' must be a finite number, got nan"),
+    ("loss.real_label", True, r"'loss.real_label' must be a finite number, got True"),
     ("optim.warmup_steps", 1000, r"'optim.warmup_steps' must be < 'num_steps' under optim.schedule "
                                  r"'cosine' .* got 1000 >= 1000"),
 ])
 def test_validate_checks_types_a_config_file_could_get_wrong(key, value, message):
-    """A config file may build its own ConfigDict (no types from configs/default.py)."""
+    """A config file may build its own ConfigDict (no types from configs/default.py), and
+    set NaN or inf (command-line overrides cannot)."""
     import ml_collections
     raw = _config(**{"optim.schedule": "cosine", "num_steps": 1000}).to_dict()
     section, _, leaf = key.rpartition(".")

@@ -33,6 +33,8 @@ import contextlib
 import hashlib
 import io
 import json
+import math
+import numbers
 import os
 import pathlib
 import re
@@ -61,6 +63,9 @@ def make_manifest(*, checkpoint_step: int, seed: int, config_json: str, generato
     filter applied, each with at least 'name' and 'dropped' (samples removed)."""
     if generator not in ("ema", "raw"):
         raise ValueError(f"generator must be 'ema' or 'raw', got {generator!r}")
+    if truncation is not None and not (isinstance(truncation, numbers.Real)
+                                       and math.isfinite(truncation) and truncation > 0):
+        raise ValueError(f"truncation must be None or a finite number > 0, got {truncation!r}")
     filters = [dict(f) for f in filters]
     for f in filters:
         if "name" not in f or not isinstance(f.get("dropped"), int) or f["dropped"] < 0:
@@ -82,7 +87,11 @@ def _complete(manifest: dict, samples: dict, fmt: str) -> dict:
     out = dict(manifest, format=fmt, created_by=f"ganaug_jax {ganaug_jax.__version__}",
                num_samples=len(samples["x"]))
     if "y" in samples:
-        num_classes = max(int(manifest.get("num_classes") or 0), int(samples["y"].max()) + 1)
+        num_classes = int(manifest.get("num_classes") or 0)
+        if num_classes and samples["y"].max() >= num_classes:
+            raise ValueError(f"samples['y'] holds label {int(samples['y'].max())}, outside the "
+                             f"manifest's num_classes = {num_classes} (labels 0..{num_classes - 1})")
+        num_classes = num_classes or int(samples["y"].max()) + 1
         counts = np.bincount(samples["y"], minlength=num_classes)
         out["num_classes"] = num_classes
         out["counts"] = {str(c): int(n) for c, n in enumerate(counts)}
@@ -104,7 +113,10 @@ def to_export_arrays(samples: dict, *, is_image: bool) -> dict:
     _check_finite(x)
     out = {"x": outputs.to_uint8(x) if is_image else x.astype(np.float32)}
     if "y" in samples:
-        out["y"] = np.asarray(samples["y"]).astype(np.int32)
+        y = np.asarray(samples["y"])
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"samples['y'] must hold integer class labels, got dtype {y.dtype}")
+        out["y"] = y.astype(np.int32)
     return out
 
 

@@ -167,10 +167,9 @@ def check_report_dir(out_dir, *, overwrite: bool = False) -> None:
 
 
 def write_report(report: dict, out_dir: str, *, title: str = "ganaug evaluate") -> pathlib.Path:
-    """report.json, report.md (tables) and accuracy.png (bar chart) under out_dir."""
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    outputs.atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    """report.json, report.md (tables) and accuracy.png (bar chart) under out_dir. All three
+    are rendered before any is written, so a report missing a field replaces nothing."""
+    text = json.dumps(report, indent=2)
     q = report["quality"]
     intro = (f"Run `{report['workdir']}` (checkpoint step {report['checkpoint_step']}); real "
              f"training images per class {report['train_counts']}; {report['test_size']} held-out "
@@ -186,10 +185,13 @@ def write_report(report: dict, out_dir: str, *, title: str = "ganaug evaluate") 
     md = [f"# {title}", "", intro, "", markdown_table(report["summary"]), "",
           "Sample quality (domain-classifier feature space):", "",
           quality_head, "|---:|---:|---:|---:|---:|---:|", quality_row, ""]
-    outputs.atomic_write_text(out / "report.md", "\n".join(md))
     summary = report["summary"]
     chart = outputs.bar_chart(list(summary), [100 * summary[a]["accuracy"]["mean"] for a in summary],
                               [100 * summary[a]["accuracy"]["std"] for a in summary],
                               title="test accuracy (%) on held-out real images")
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    outputs.atomic_write_text(out / "report.json", text)
+    outputs.atomic_write_text(out / "report.md", "\n".join(md))
     outputs.save_png(out / "accuracy.png", chart)
     return out

@@ -67,6 +67,25 @@ def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(_numerical_zero(values))) @ vectors.T
 
 
+# How far from symmetric and positive semi-definite (relative to the largest entry or
+# eigenvalue) a covariance may be: float32 statistics differ from exact ones by rounding.
+_PSD_TOLERANCE = 1e-3
+
+
+def _symmetric_psd(cov: np.ndarray, name: str) -> np.ndarray:
+    """cov symmetrised, after refusing one that is not symmetric PSD up to rounding."""
+    scale = max(float(np.abs(cov).max()), np.finfo(np.float64).tiny)
+    if np.abs(cov - cov.T).max() > _PSD_TOLERANCE * scale:
+        raise ValueError(f"{name} must be a symmetric covariance matrix; it differs from its "
+                         f"transpose by up to {np.abs(cov - cov.T).max():.3g}")
+    cov = (cov + cov.T) / 2  # float32 statistics are often asymmetric by rounding
+    values = np.linalg.eigvalsh(cov)
+    if values[0] < -_PSD_TOLERANCE * max(values[-1], scale):
+        raise ValueError(f"{name} must be positive semi-definite (a covariance); its smallest "
+                         f"eigenvalue is {values[0]:.3g}")
+    return cov
+
+
 def gaussian_frechet_distance(mu_a, cov_a, mu_b, cov_b) -> float:
     """Fréchet (2-Wasserstein squared) distance between N(mu_a, cov_a) and N(mu_b, cov_b).
 
@@ -91,8 +110,8 @@ def gaussian_frechet_distance(mu_a, cov_a, mu_b, cov_b) -> float:
         if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(cov))):
             raise ValueError(f"mu_{name} / cov_{name} contain non-finite values (NaN or inf)")
     _same_dim(mu_a, mu_b, "mu_a", "mu_b")
-    cov_a = (cov_a + cov_a.T) / 2  # float32 statistics are often asymmetric by rounding
-    cov_b = (cov_b + cov_b.T) / 2
+    cov_a = _symmetric_psd(cov_a, "cov_a")
+    cov_b = _symmetric_psd(cov_b, "cov_b")
     sqrt_a = _psd_sqrt(cov_a)
     middle = sqrt_a @ cov_b @ sqrt_a
     eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2)
