@@ -805,7 +805,7 @@ def test_diffaugment_cutout_zeroes_half_size_squares():
     (lambda x: A.affine_transform(x, np.diag([np.inf, 1, 1])), "matrix must be finite"),
     (lambda x: A.crop_and_resize(x, np.full((4, 4), np.nan)), "boxes must be finite"),
     (lambda x: A.random_scale(jax.random.key(0), x, factor_range=(0.0, 1.0)), "lo > 0"),
-    (lambda x: A.random_scale(jax.random.key(0), x, log2_std=40.0), "log2_std must be <= 16"),
+    (lambda x: A.random_scale(jax.random.key(0), x, log2_std=40.0), r"log2_std .* in \[0.0, 16.0\]"),
     (lambda x: A.rotate(x, 10.0, border="constant", fill="a"), "fill must be a real number"),
     (lambda x: A.make_pipeline([A.op("rotate")], fill=np.nan), "fill must be finite"),
     (lambda x: A.cutout(x, 0.5, 0.5, 0.2, 0.2, fill=None), "fill must be a real number"),
@@ -816,10 +816,71 @@ def test_diffaugment_cutout_zeroes_half_size_squares():
     (lambda x: A.make_ada_update(speed_images=np.nan), "speed_images must be a finite number"),
     (lambda x: A.make_ada_update(interval=2.5), "interval must be an int >= 1"),
     (lambda x: A.make_ada_update()(A.ada_init(), np.zeros(0)), r"d_real_logits must have shape"),
+    # the blur's kernel is bounded by the image; sigma must be finite
+    (lambda x: A.gaussian_blur(x, 1.0, radius=10 ** 6), r"radius .* <= 2 \* max\(H, W\) = 64"),
+    (lambda x: A.gaussian_blur(x, 1.0, radius=65), r"radius .* <= 2 \* max\(H, W\) = 64"),
+    (lambda x: A.random_gaussian_blur(jax.random.key(0), x, max_sigma=np.inf), "max_sigma must be a finite"),
+    (lambda x: A.op("blur", max_sigma=np.nan), "max_sigma must be a finite"),
+    # random ops' ranges: finite (in float32), log2_std in [0, 16] everywhere
+    (lambda x: A.random_brightness(jax.random.key(0), x, max_delta=np.inf), "max_delta must be a finite"),
+    (lambda x: A.random_brightness(jax.random.key(0), x, max_delta=1e300), "max_delta must be a finite"),
+    (lambda x: A.random_brightness(jax.random.key(0), x, std=np.inf), "std must be a finite"),
+    (lambda x: A.random_gaussian_noise(jax.random.key(0), x, std=np.inf), "std must be a finite"),
+    (lambda x: A.random_saturation(jax.random.key(0), x, log2_std=1000), r"log2_std .* \[0.0, 16.0\]"),
+    (lambda x: A.random_contrast(jax.random.key(0), x, log2_std=100), r"log2_std .* \[0.0, 16.0\]"),
+    (lambda x: A.op("ada_filter", log2_std=1000), r"ada_filter: log2_std .* \[0.0, 16.0\]"),
+    (lambda x: A.random_rotate(jax.random.key(0), x, max_degrees=np.nan), "max_degrees"),
+    # concrete values outside the documented range
+    (lambda x: A.adjust_gamma(x, 0.0), "gamma must be > 0"),
+    (lambda x: A.adjust_gamma(x, np.array([1.0, -1.0, 1.0, 1.0])), "gamma must be > 0"),
+    (lambda x: A.gaussian_blur(x, -1.0, radius=2), "sigma must be >= 0"),
+    (lambda x: A.affine_transform(x, [[1, 0, 0], [0, 1, 0], [5, 5, 5]]), r"matrix .* last row \[0, 0, 1\]"),
+    (lambda x: A.affine_transform(x, 2 * np.eye(3)), r"matrix .* last row \[0, 0, 1\]"),
+    (lambda x: A.op("rotate", probability=0.5), "probability must be a function"),
+    (lambda x: A.rot90(x, 1.5), "k must be integers"),
+    (lambda x: A.rot90(x, np.array([0, 1, -0.5, 2])), "k must be integers"),
+    (lambda x: A.flip_left_right(x, 0.3), r"mask must be booleans \(True/False, or 0/1\)"),
+    (lambda x: A.flip_up_down(x, np.array([0, 1, 2, -1])), "mask must be booleans"),
+    (lambda x: A.grayscale(x, -1), "mask must be booleans"),
+    (lambda x: A.crop_and_resize(x, np.tile([0.0, 0.0, 0.0, 1.0], (4, 1))), "boxes .* height > 0"),
+    (lambda x: A.crop_and_resize(x, np.tile([0.5, 0.5, 0.5, -0.5], (4, 1))), "boxes .* width > 0"),
+    # wrong types
+    (lambda x: A.rotate(x, "10"), "degrees must be a real number"),
+    (lambda x: A.adjust_brightness(x, None), "delta must be a real number"),
+    (lambda x: A.preset(3), "name must be a string"),
+    (lambda x: A.ada(pipes=None), "pipes must be a comma-separated string"),
+    (lambda x: A.diffaugment(policy=["color"]), "policy must be a comma-separated string"),
+    (lambda x: A.random_rotate(jax.random.key(0), x, max_degrees="5"), "max_degrees must be a finite real"),
+    (lambda x: A.random_rotate(jax.random.key(0), x, max_degrees=jnp.ones(4)), "max_degrees must be"),
+    (lambda x: A.random_scale(jax.random.key(0), x, factor_range=1.0), r"factor_range must be a \(lo, hi\) pair"),
+    (lambda x: A.random_scale(jax.random.key(0), x, factor_range=(1, 2, 3)), r"factor_range must be a \(lo, hi\)"),
+    (lambda x: A.random_gamma(jax.random.key(0), x, gamma_range=("a", 2)), r"gamma_range must be a \(lo, hi\)"),
 ])
 def test_bad_input_raises_value_error_naming_the_argument(call, message, rgb_batch):
     with pytest.raises(ValueError, match=message):
         call(rgb_batch)
+
+
+def test_integral_masks_and_quarter_turns_act_as_bools_and_ints(rgb_batch):
+    """0/1 masks and whole-number k (concrete, or traced, which cannot be checked) are accepted."""
+    bools = np.array([False, True, True, False])
+    for fn in (A.flip_left_right, A.grayscale):
+        expected = np.asarray(fn(rgb_batch, bools))
+        np.testing.assert_array_equal(np.asarray(fn(rgb_batch, bools.astype(np.int32))), expected)
+        np.testing.assert_array_equal(np.asarray(jax.jit(fn)(rgb_batch, bools.astype(np.float32))),
+                                      np.asarray(jax.jit(fn)(rgb_batch, bools)))
+    np.testing.assert_array_equal(np.asarray(A.rot90(rgb_batch, 2.0)),
+                                  np.asarray(A.rot90(rgb_batch, 2)))
+
+
+def test_traced_values_outside_the_checked_ranges_still_run_and_differentiate(rgb_batch):
+    """Concrete-only checks: a traced gamma, sigma or box is not refused, and gradients flow."""
+    gamma = jax.grad(lambda g: jnp.sum(A.adjust_gamma(rgb_batch, g)))(0.7)
+    sigma = jax.grad(lambda s: jnp.sum(A.gaussian_blur(rgb_batch, s, radius=3) ** 2))(0.8)
+    boxes = jnp.tile(jnp.array([0.1, 0.2, 0.5, 0.6]), (4, 1))
+    box = jax.grad(lambda b: jnp.sum(A.crop_and_resize(rgb_batch, b) ** 2))(boxes)
+    assert np.isfinite(gamma) and gamma != 0 and np.isfinite(sigma) and sigma != 0
+    assert np.all(np.isfinite(box)) and np.any(box != 0)
 
 
 def test_a_raw_uint32_key_gives_what_the_typed_key_gives(rgb_batch):

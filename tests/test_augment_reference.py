@@ -421,6 +421,23 @@ def test_affine_transform_per_sample(name, border, interpolation, path):
     check_warp(out, x, m.astype(np.float64), border, interpolation, FILL, "affine_transform")
 
 
+def test_affine_transform_refuses_a_last_row_scipy_refuses_and_a_traced_one_is_ignored():
+    """scipy.ndimage.affine_transform refuses a homogeneous matrix whose last row is not
+    [0, 0, 1]; so does affine_transform for a concrete one. A traced one cannot be checked:
+    its last row is taken as [0, 0, 1]."""
+    x = case("coffee")
+    good = _random_matrices(*x.shape[1:3], seed=2)[0]
+    bad = good.copy()
+    bad[2] = [0.5, 0.0, 2.0]
+    with pytest.raises(ValueError, match="bottom row"):
+        ndi.affine_transform(x[0, :, :, 0], bad)
+    with pytest.raises(ValueError, match=r"matrix .* last row \[0, 0, 1\]"):
+        A.affine_transform(x, bad)
+    traced = jax.jit(functools.partial(A.affine_transform, border="edge"))(x, bad)
+    np.testing.assert_array_equal(np.asarray(traced),
+                                  np.asarray(A.affine_transform(x, good, border="edge")))
+
+
 @pytest.mark.parametrize("border", BORDERS)
 def test_affine_transform_shared_matrix(border):
     x = case("coffee")
@@ -645,6 +662,24 @@ def test_gaussian_blur_radius_larger_than_the_image():
                                                      truncate=11 / s)
         np.testing.assert_allclose(out[i], ref, rtol=0, atol=1e-5,  # float32 taps: atol 1e-5
                                    err_msg=f"gaussian_blur sigma={s}, radius=11")
+
+
+def test_gaussian_blur_radius_is_capped_at_twice_the_image_size():
+    """gaussian_blur accepts radius up to 2 * max(H, W) (the longest kernel); the random blur
+    op caps its kernel radius ceil(3 * max_sigma) there, and matches scipy with that truncate."""
+    x = case("digits")  # 8 x 8: the cap is 16
+    sigma = f32([0.0, 2.0, 40.0, 1e6])
+    with pytest.raises(ValueError, match="radius"):
+        A.gaussian_blur(x, sigma, radius=17)
+    capped = _specs.blur(max_sigma=1e6).build({"sigma": jnp.asarray(sigma)}, jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(capped),
+                                  np.asarray(A.gaussian_blur(x, sigma, radius=16)))
+    for i in range(1, N):
+        s = float(sigma[i])
+        ref = ndi.gaussian_filter(x[i].astype(np.float64), sigma=(s, s, 0), mode="reflect",
+                                  truncate=16 / s)
+        np.testing.assert_allclose(np.asarray(capped)[i], ref, rtol=0, atol=1e-5,  # float32 taps
+                                   err_msg=f"capped blur sigma={s}")
 
 
 # ---- StyleGAN2-ADA's band filter (the 'filter' pipe) ----

@@ -8,8 +8,10 @@ be traced); shapes, dtypes, keys and concrete probabilities are checked before a
 (a traced p, e.g. ADA's inside a jitted step, is clipped to [0, 1] instead). The layout is
 not guessed: an NCHW (4, 3, 8, 8) batch reads as H = 3, W = 8, C = 8.
 
-Op parameters must be finite (and zoom factors non-zero): concrete ones are checked on
-entry, traced ones cannot be. A traced non-finite geometry gives an unspecified image for
+Op parameters must be finite (in float32) and in their documented ranges (zoom factors
+non-zero, gamma > 0, blur sigma >= 0, masks boolean or 0/1, k whole, crop boxes of positive
+size; the random ops' settings are Python numbers in their ranges, log2_std <= 16): concrete
+ones are checked on entry, traced ones cannot be. A traced non-finite geometry gives an unspecified image for
 that sample (NaN in the pure-JAX pass, finite pixels of that image in the XLA:CPU kernel),
 and leaves the other samples alone. The random ops' ranges cannot draw one.
 
@@ -49,14 +51,55 @@ def check_images(images: Any, name: str = "images") -> jax.Array:
     return jnp.asarray(images)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _real_scalar(value: Any) -> float | None:
+    """A concrete real scalar (Python or NumPy number, or 0-d array, not a bool) as a float;
+    None for anything else (a string, None, a sequence, a traced value)."""
+    if isinstance(value, (bool, np.bool_, jax.core.Tracer)):
+        return None
+    array = np.asarray(value) if isinstance(value, (int, float, np.generic, np.ndarray,
+                                                    jax.Array)) else None
+    if array is None or array.ndim != 0 or array.dtype.kind not in "iuf":
+        return None
+    return float(array)
+
+
+def _finite_float32(value: float) -> bool:
+    """Finite once computed in float32 (what every op computes in)."""
+    return bool(np.isfinite(value)) and abs(value) <= _FLOAT32_MAX
+
+
 def check_finite(value: Any, name: str) -> None:
-    """A concrete floating-point value must be finite (NaN or inf would give meaningless
-    images); a traced one cannot be checked here."""
+    """A concrete value must be real numbers (bool, int or float) and, if floating point,
+    finite in float32 (NaN or inf would give meaningless images); a traced one cannot be
+    checked here."""
     if isinstance(value, jax.core.Tracer):
         return
-    array = np.asarray(value)
-    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be finite, got {value}")
+    array = np.asarray(value) if value is not None else None
+    if array is None or array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be a real number or an array of them, got {value!r}")
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)
+                                              & (np.abs(array) <= _FLOAT32_MAX)):
+        raise ValueError(f"{name} must be finite (in float32), got {value}")
+
+
+def check_real(value: Any, name: str, low: float = -np.inf, high: float = np.inf, *,
+               low_open: bool = False, high_open: bool = False, why: str = "") -> float:
+    """An op's concrete setting (a Python or NumPy real scalar, finite in float32) within
+    [low, high] (either end open if asked); returns it as a float. `why` explains the
+    bounds in the error."""
+    number = _real_scalar(value)
+    inside = number is not None and _finite_float32(number) and (
+        (low < number if low_open else low <= number)
+        and (number < high if high_open else number <= high))
+    if not inside:
+        lower = f"{'>' if low_open else '>='} {low}"
+        bounds = (f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+                  if np.isfinite(high) else f" {lower}" if np.isfinite(low) else "")
+        raise ValueError(f"{name} must be a finite real number{bounds}{why}, got {value!r}")
+    return number
 
 
 def check_fill(fill: Any, name: str = "fill") -> float:
@@ -74,6 +117,13 @@ def check_param(value: Any, n: int, name: str, dtype=jnp.float32) -> jax.Array:
     """Broadcasts a scalar or checks a per-sample array of shape (N,); concrete values must
     be finite."""
     check_finite(value, name)
+    if not isinstance(value, jax.core.Tracer) and jnp.dtype(dtype).kind in "bi":
+        # an integer or bool parameter (k, mask): a concrete value the cast would change
+        # (k = 1.5, mask = 0.3) is refused, not rounded
+        array = np.asarray(value)
+        if not np.array_equal(array.astype(dtype), array):
+            expected = "booleans (True/False, or 0/1)" if jnp.dtype(dtype).kind == "b" else "integers"
+            raise ValueError(f"{name} must be {expected}, got {value}")
     value = jnp.asarray(value)
     if value.ndim == 0:
         return jnp.broadcast_to(value.astype(dtype), (n,))
@@ -118,7 +168,13 @@ def check_choice(value: str, choices: tuple, name: str) -> str:
     return value
 
 
-def check_range(lo: float, hi: float, name: str, *, low_bound: float = -np.inf) -> None:
-    """Checks a (lo, hi) sampling range given as keyword arguments of a random op."""
-    if not (np.isfinite(lo) and np.isfinite(hi) and low_bound <= lo <= hi):
-        raise ValueError(f"{name} must be a finite range lo <= hi with lo >= {low_bound}, got ({lo}, {hi})")
+def check_range(bounds: Any, name: str, *, low_bound: float = -np.inf) -> tuple:
+    """Checks a (lo, hi) sampling range given as a keyword argument of a random op: two
+    concrete real numbers, finite in float32, low_bound <= lo <= hi. Returns (lo, hi)."""
+    pair = tuple(bounds) if isinstance(bounds, (tuple, list, np.ndarray, jax.Array)) else ()
+    numbers = [_real_scalar(v) for v in pair]
+    if not (len(numbers) == 2 and None not in numbers and all(map(_finite_float32, numbers))
+            and low_bound <= numbers[0] <= numbers[1]):
+        raise ValueError(f"{name} must be a (lo, hi) pair of finite real numbers with "
+                         f"{low_bound} <= lo <= hi, got {bounds!r}")
+    return tuple(numbers)

@@ -32,6 +32,13 @@ def separable_filter(images: jax.Array, taps: jax.Array) -> jax.Array:
     return x.reshape(h, w, n, c).transpose(2, 0, 1, 3)
 
 
+def max_radius(height: int, width: int) -> int:
+    """The longest Gaussian kernel radius for (H, W) images: 2 * max(H, W). Its kernel spans
+    the reflected image's period (2 * size) twice over; longer ones only add taps on pixels
+    they already cover, at a cost that grows with the radius."""
+    return 2 * max(height, width)
+
+
 def gaussian_taps(sigma: jax.Array, radius: int) -> jax.Array:
     """Normalised Gaussian kernels (N, 2 * radius + 1); sigma = 0 gives the identity kernel."""
     offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)

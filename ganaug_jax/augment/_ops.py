@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ganaug_jax.augment import _colour, _geometry, _pixel, _resample
+from ganaug_jax.augment import _colour, _filters, _geometry, _pixel, _resample
 from ganaug_jax.augment import _warp as _warp_lib
 from ganaug_jax.augment._contract import (BORDERS, CONTRAST_CENTRES, INTERPOLATIONS, check_choice,
                                           check_fill, check_finite, check_images, check_param)
@@ -37,11 +37,17 @@ def _images_and_params(images, **params):
     return images, [check_param(v, n, name) for name, v in params.items()]
 
 
+def _check_concrete(value, name, valid, expected):
+    """Refuses a concrete value where valid(value as a NumPy array) is not all True; a traced
+    one cannot be checked."""
+    if not isinstance(value, jax.core.Tracer) and not np.all(valid(np.asarray(value))):
+        raise ValueError(f"{name} must be {expected}, got {value}")
+
+
 def _check_nonzero(factor, name):
     """A zoom factor of 0 collapses the image to a point (its inverse map is infinite)."""
-    if not isinstance(factor, jax.core.Tracer) and np.any(np.asarray(factor) == 0):
-        raise ValueError(f"{name} must be non-zero (a zoom factor; negative also mirrors), got "
-                         f"{factor}")
+    _check_concrete(factor, name, lambda f: f != 0,
+                    "non-zero (a zoom factor; negative also mirrors)")
 
 
 def _images_and_mask(images, mask):
@@ -118,30 +124,40 @@ def affine_transform(images: jax.Array, matrix, *, border: str = "reflect",
     """Samples output pixel (x, y) at matrix @ (x, y, 1) of the input.
 
     matrix: (N, 3, 3) or (3, 3), output->input, top-left pixel coordinates (x = column,
-    y = row, pixel centres at integers), as scipy.ndimage.affine_transform but in (x, y) order.
+    y = row, pixel centres at integers), as scipy.ndimage.affine_transform's homogeneous
+    matrix but in (x, y) order. As there, the last row must be [0, 0, 1] (a projective map is
+    not affine): a concrete matrix with another last row is refused; a traced one's last row
+    cannot be checked and is taken as [0, 0, 1].
     """
     images = check_images(images)
     n, h, w, _ = images.shape
     check_finite(matrix, "matrix")
-    matrix = jnp.asarray(matrix, jnp.float32)
+    raw, matrix = matrix, jnp.asarray(matrix, jnp.float32)
     if matrix.shape == (3, 3):
         matrix = jnp.broadcast_to(matrix, (n, 3, 3))
     if matrix.shape != (n, 3, 3):
         raise ValueError(f"matrix must have shape (3, 3) or (N, 3, 3) = ({n}, 3, 3), got {matrix.shape}")
+    _check_concrete(raw, "matrix", lambda m: m[..., 2, :] == np.array([0, 0, 1]),
+                    "affine, its last row [0, 0, 1] (as scipy.ndimage.affine_transform's)")
+    matrix = matrix.at[:, 2].set(jnp.array([0.0, 0.0, 1.0]))
     return _warp(images, _resample.centred(matrix, h, w), border, interpolation, fill)
 
 
 def crop_and_resize(images: jax.Array, boxes, *, border: str = "edge",
                     interpolation: str = "bilinear", fill: float = 0.0) -> jax.Array:
     """Resizes box (top, left, height, width) of each image, in fractions of the image, to the
-    full image size. boxes: (N, 4) float (a random-resized-crop box per sample)."""
+    full image size. boxes: (N, 4) float (a random-resized-crop box per sample), height and
+    width > 0 (a concrete box of zero or negative size is refused; a traced one cannot be
+    checked)."""
     images = check_images(images)
     n, h, w, _ = images.shape
     check_finite(boxes, "boxes")
-    boxes = jnp.asarray(boxes, jnp.float32)
+    raw, boxes = boxes, jnp.asarray(boxes, jnp.float32)
     if boxes.shape != (n, 4):
         raise ValueError(f"boxes must have shape (N, 4) = ({n}, 4) as (top, left, height, width), "
                          f"got {boxes.shape}")
+    _check_concrete(raw, "boxes", lambda b: b[..., 2:] > 0,
+                    "(top, left, height, width) with height > 0 and width > 0")
     top, left, height, width = (boxes[:, i] for i in range(4))
     return _warp(images, _geometry.crop(top, left, height, width, h, w), border, interpolation, fill)
 
@@ -191,9 +207,11 @@ def luma_flip(images: jax.Array, mask) -> jax.Array:
 
 
 def adjust_gamma(images: jax.Array, gamma) -> jax.Array:
-    """((x + 1) / 2) ** gamma mapped back to [-1, 1]; gamma (N,) > 0."""
-    images, (gamma,) = _images_and_params(images, gamma=gamma)
-    return _pixelwise(_pixel.gamma, images, gamma)
+    """((x + 1) / 2) ** gamma mapped back to [-1, 1]; gamma (N,) > 0 (a concrete gamma <= 0
+    is refused)."""
+    images, (gamma_,) = _images_and_params(images, gamma=gamma)
+    _check_concrete(gamma, "gamma", lambda g: g > 0, "> 0")
+    return _pixelwise(_pixel.gamma, images, gamma_)
 
 
 # ---- pixel ----
@@ -219,9 +237,17 @@ def gaussian_noise(images: jax.Array, noise, std) -> jax.Array:
 
 def gaussian_blur(images: jax.Array, sigma, *, radius: int) -> jax.Array:
     """Gaussian blur with per-sample sigma (N,) >= 0, kernel of 2 * radius + 1 taps, reflect
-    borders (scipy.ndimage.gaussian_filter with truncate = radius / sigma)."""
-    images, (sigma,) = _images_and_params(images, sigma=sigma)
+    borders (scipy.ndimage.gaussian_filter with truncate = radius / sigma).
+
+    radius: a static int in [0, 2 * max(H, W)] (a kernel spanning the reflected image's
+    period, 2 * size, twice over: a longer one only adds taps on pixels it already covers, at
+    a cost that grows with the radius). A concrete sigma < 0 is refused.
+    """
+    images, (sigma_,) = _images_and_params(images, sigma=sigma)
+    _check_concrete(sigma, "sigma", lambda s: s >= 0, ">= 0")
+    limit = _filters.max_radius(*images.shape[1:3])
     if (isinstance(radius, (bool, np.bool_)) or not isinstance(radius, (int, np.integer))
-            or radius < 0):
-        raise ValueError(f"radius must be a non-negative int (static), got {radius!r}")
-    return _pixelwise(_pixel.gaussian_blur, images, sigma, int(radius))
+            or not 0 <= radius <= limit):
+        raise ValueError(f"radius must be a non-negative int (static) <= 2 * max(H, W) = "
+                         f"{limit}, got {radius!r}")
+    return _pixelwise(_pixel.gaussian_blur, images, sigma_, int(radius))

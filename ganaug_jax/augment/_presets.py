@@ -62,6 +62,8 @@ ADA_SHORTHANDS = {
 
 
 def _split(spec: str, name: str) -> list:
+    if not isinstance(spec, str):
+        raise ValueError(f"{name} must be a comma-separated string of names, got {spec!r}")
     parts = [part.strip() for part in spec.split(",") if part.strip()]
     if not parts:
         raise ValueError(f"{name} must name at least one item, got {spec!r}")
@@ -82,7 +84,8 @@ def diffaugment(*, policy: str = "color,translation,cutout") -> Pipeline:
 def ada(*, pipes: str = "bgc") -> Pipeline:
     """StyleGAN2-ADA pipeline: a shorthand ('bgc', 'bgcfnc', ...) or comma-separated pipe names
     from 'blit', 'geom', 'color', 'filter', 'noise', 'cutout'."""
-    names = ADA_SHORTHANDS.get(pipes) or _split(pipes, "pipes")
+    parts = _split(pipes, "pipes")
+    names = ADA_SHORTHANDS.get(pipes) or parts
     ops = []
     for name in names:
         if name not in ADA_PIPES:
@@ -94,6 +97,8 @@ def ada(*, pipes: str = "bgc") -> Pipeline:
 
 def preset(name: str) -> Pipeline:
     """A pipeline from 'diffaugment:POLICY' (e.g. 'diffaugment:color,translation') or 'ada:PIPES'."""
+    if not isinstance(name, str):
+        raise ValueError(f"name must be a string 'diffaugment:POLICY' or 'ada:PIPES', got {name!r}")
     family, _, spec = name.partition(":")
     if family == "diffaugment":
         return diffaugment(policy=spec or "color,translation,cutout")

@@ -132,5 +132,6 @@ def random_gaussian_noise(key: jax.Array, images: jax.Array, *, std=0.1, p=1.0) 
 
 
 def random_gaussian_blur(key: jax.Array, images: jax.Array, *, max_sigma=1.0, p=1.0) -> jax.Array:
-    """Gaussian blur with sigma U(0, max_sigma)."""
+    """Gaussian blur with sigma U(0, max_sigma), max_sigma finite and > 0; kernel radius
+    ceil(3 * max_sigma), capped at gaussian_blur's longest, 2 * max(H, W)."""
     return _run(_specs.blur(max_sigma=max_sigma), key, images, p)

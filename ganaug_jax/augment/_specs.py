@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ganaug_jax.augment import _colour, _geometry, _hash, _pixel
-from ganaug_jax.augment._contract import CONTRAST_CENTRES, check_choice, check_range
+from ganaug_jax.augment import _colour, _filters, _geometry, _hash, _pixel
+from ganaug_jax.augment._contract import CONTRAST_CENTRES, check_choice, check_range, check_real
 
 GEOMETRIC, COLOUR, PIXEL = "geometric", "colour", "pixel"
 Params = Mapping[str, jax.Array]
@@ -47,6 +47,11 @@ class Op:
     needs_mean: bool = False
     needs_key: bool = False
     probability: Callable = lambda p: p
+
+    def __post_init__(self):
+        if not callable(self.probability):
+            raise ValueError(f"op {self.name!r}: probability must be a function of the "
+                             f"pipeline's p (e.g. lambda p: p / 2), got {self.probability!r}")
 
 
 def sample(ops, key: jax.Array, shape: tuple, p: jax.Array) -> list:
@@ -93,16 +98,21 @@ def _factor(u, factor_range, log2_std):
     return _uniform(u, *factor_range)
 
 
+MAX_LOG2_STD = 16.0  # normal draws reach +-5.2 std: 2 ** (5.2 * 16) is finite in float32
+
+
+def _check_log2_std(name, log2_std):
+    """The std of a log2 factor 2 ** N(0, log2_std): in [0, MAX_LOG2_STD]."""
+    check_real(log2_std, f"{name}: log2_std", 0.0, MAX_LOG2_STD,
+               why=" (the factors 2 ** N(0, log2_std) must stay finite and non-zero)")
+
+
 def _check_factor_args(name, factor_range, log2_std, *, zoom=False):
     """zoom: a geometric factor, which must be > 0 (0 collapses the image to a point)."""
     if log2_std is not None:
-        if not log2_std >= 0:
-            raise ValueError(f"{name}: log2_std must be >= 0, got {log2_std}")
-        if zoom and not log2_std <= 16:  # draws reach +-5.2 std: 2 ** (5.2 * 16) is finite
-            raise ValueError(f"{name}: log2_std must be <= 16 (a zoom factor of 2 ** N(0, "
-                             f"log2_std) must stay finite and non-zero), got {log2_std}")
+        _check_log2_std(name, log2_std)
     else:
-        check_range(*factor_range, f"{name}: factor_range", low_bound=0.0)
+        check_range(factor_range, f"{name}: factor_range", low_bound=0.0)
         if zoom and not factor_range[0] > 0:
             raise ValueError(f"{name}: factor_range must have lo > 0 (a zoom factor of 0 "
                              f"collapses the image to a point), got {tuple(factor_range)}")
@@ -147,10 +157,8 @@ def translate(*, max_fraction: float = 0.125, mode: str = "uniform") -> Op:
     'randint': whole pixels uniform in [-s, s], s = int(size * max_fraction + 0.5) (DiffAugment);
     'normal': N(0, max_fraction) * size, sub-pixel (StyleGAN2-ADA xfrac, max_fraction = its std).
     """
-    if mode not in _TRANSLATE_MODES:
-        raise ValueError(f"translate: mode must be one of {_TRANSLATE_MODES}, got {mode!r}")
-    if not 0 <= max_fraction <= 1:
-        raise ValueError(f"translate: max_fraction must be in [0, 1], got {max_fraction}")
+    check_choice(mode, _TRANSLATE_MODES, "translate: mode")
+    check_real(max_fraction, "translate: max_fraction", 0.0, 1.0)
 
     def draw(u, key, shape, p):
         h, w = shape[1:3]
@@ -174,8 +182,7 @@ def translate(*, max_fraction: float = 0.125, mode: str = "uniform") -> Op:
 
 def rotate(*, max_degrees: float = 15.0, probability: Callable = lambda p: p) -> Op:
     """Rotation by U(-max_degrees, max_degrees) degrees, counter-clockwise on screen."""
-    if not 0 <= max_degrees <= 180:
-        raise ValueError(f"rotate: max_degrees must be in [0, 180], got {max_degrees}")
+    check_real(max_degrees, "rotate: max_degrees", 0.0, 180.0)
     return Op("rotate", GEOMETRIC,
               lambda u, key, shape, p: {"degrees": _uniform(u[:, 0], -max_degrees, max_degrees)},
               {"degrees": 0.0}, lambda q, h, w: _geometry.rotate(q["degrees"]),
@@ -201,8 +208,7 @@ def anisotropic_scale(*, factor_range=(0.8, 1.25), log2_std=None) -> Op:
 
 def shear(*, max_shear: float = 0.2) -> Op:
     """Shear factors U(-max_shear, max_shear) along x and along y."""
-    if not 0 <= max_shear < 1:
-        raise ValueError(f"shear: max_shear must be in [0, 1), got {max_shear}")
+    check_real(max_shear, "shear: max_shear", 0.0, 1.0, high_open=True)
     return Op("shear", GEOMETRIC,
               lambda u, key, shape, p: {"shear_x": _uniform(u[:, 0], -max_shear, max_shear),
                                         "shear_y": _uniform(u[:, 1], -max_shear, max_shear)},
@@ -217,8 +223,8 @@ def resized_crop(*, area_range=(0.08, 1.0), ratio_range=(3 / 4, 4 / 3)) -> Op:
     also the stretch the resize back to the full image undoes (on square images it is the
     ratio in pixels, as torchvision's). Boxes are clipped to the image.
     """
-    check_range(*area_range, "resized_crop: area_range", low_bound=1e-6)
-    check_range(*ratio_range, "resized_crop: ratio_range", low_bound=1e-6)
+    check_range(area_range, "resized_crop: area_range", low_bound=1e-6)
+    check_range(ratio_range, "resized_crop: ratio_range", low_bound=1e-6)
     if area_range[1] > 1:
         raise ValueError(f"resized_crop: area_range must lie in (0, 1], got {area_range}")
 
@@ -240,8 +246,9 @@ def resized_crop(*, area_range=(0.08, 1.0), ratio_range=(3 / 4, 4 / 3)) -> Op:
 
 def brightness(*, max_delta: float = 0.2, std=None) -> Op:
     """Additive delta: U(-max_delta, max_delta), or N(0, std) (StyleGAN2-ADA)."""
-    if not (max_delta >= 0 and (std is None or std >= 0)):
-        raise ValueError(f"brightness: max_delta and std must be >= 0, got {max_delta}, {std}")
+    check_real(max_delta, "brightness: max_delta", 0.0)
+    if std is not None:
+        check_real(std, "brightness: std", 0.0)
 
     def draw(u, key, shape, p):
         if std is not None:
@@ -276,8 +283,7 @@ def saturation(*, factor_range=(0.8, 1.2), log2_std=None) -> Op:
 def hue(*, max_degrees: float = 30.0) -> Op:
     """Hue rotation by U(-max_degrees, max_degrees) about the luma axis (RGB; the identity
     when C != 3)."""
-    if not 0 <= max_degrees <= 180:
-        raise ValueError(f"hue: max_degrees must be in [0, 180], got {max_degrees}")
+    check_real(max_degrees, "hue: max_degrees", 0.0, 180.0)
     return Op("hue", COLOUR,
               lambda u, key, shape, p: {"degrees": _uniform(u[:, 0], -max_degrees, max_degrees)},
               {"degrees": 0.0}, lambda q, c, mean: _colour.hue(q["degrees"], c))
@@ -299,7 +305,7 @@ def luma_flip(*, probability: Callable = lambda p: p) -> Op:
 # ---- pixel ----
 
 def gamma(*, gamma_range=(0.8, 1.25)) -> Op:
-    check_range(*gamma_range, "gamma: gamma_range", low_bound=1e-6)
+    check_range(gamma_range, "gamma: gamma_range", low_bound=1e-6)
     return Op("gamma", PIXEL,
               lambda u, key, shape, p: {"gamma": _uniform(u[:, 0], *gamma_range)},
               {"gamma": 1.0}, lambda q, x: _pixel.gamma(x, q["gamma"]))
@@ -311,10 +317,8 @@ def cutout(*, size: float = 0.5, mode: str = "uniform") -> Op:
     mode 'uniform': centre U(0, 1)^2 (StyleGAN2-ADA); 'randint': whole-pixel offsets as in
     DiffAugment (box of int(size * side + 0.5) pixels).
     """
-    if not 0 < size <= 1:
-        raise ValueError(f"cutout: size must be in (0, 1], got {size}")
-    if mode not in ("uniform", "randint"):
-        raise ValueError(f"cutout: mode must be 'uniform' or 'randint', got {mode!r}")
+    check_real(size, "cutout: size", 0.0, 1.0, low_open=True)
+    check_choice(mode, ("uniform", "randint"), "cutout: mode")
 
     def draw(u, key, shape, p):
         n, h, w = shape[:3]
@@ -336,8 +340,7 @@ def cutout(*, size: float = 0.5, mode: str = "uniform") -> Op:
 
 def noise(*, std: float = 0.1) -> Op:
     """Additive Gaussian noise with per-sample std |N(0, std)| (StyleGAN2-ADA)."""
-    if not std >= 0:
-        raise ValueError(f"noise: std must be >= 0, got {std}")
+    check_real(std, "noise: std", 0.0)
     return Op("noise", PIXEL,
               lambda u, key, shape, p: {"std": jnp.abs(_normal(u[:, 0])) * std,
                                         "noise": jax.random.normal(key, shape)},
@@ -346,13 +349,18 @@ def noise(*, std: float = 0.1) -> Op:
 
 
 def blur(*, max_sigma: float = 1.0) -> Op:
-    """Gaussian blur with sigma U(0, max_sigma), kernel radius ceil(3 * max_sigma)."""
-    if not max_sigma > 0:
-        raise ValueError(f"blur: max_sigma must be > 0, got {max_sigma}")
+    """Gaussian blur with sigma U(0, max_sigma), max_sigma finite and > 0, kernel radius
+    ceil(3 * max_sigma) capped at `gaussian_blur`'s longest, 2 * max(H, W) (a wider blur
+    tends to the image mean, which that kernel already reaches)."""
+    check_real(max_sigma, "blur: max_sigma", 0.0, low_open=True)
     radius = int(np.ceil(3 * max_sigma))
+
+    def build(q, x):
+        return _pixel.gaussian_blur(x, q["sigma"], min(radius, _filters.max_radius(*x.shape[1:3])))
+
     return Op("blur", PIXEL,
               lambda u, key, shape, p: {"sigma": _uniform(u[:, 0], 0.0, max_sigma)},
-              {"sigma": 0.0}, lambda q, x: _pixel.gaussian_blur(x, q["sigma"], radius))
+              {"sigma": 0.0}, build)
 
 
 _EXPECTED_POWER = np.array([10.0, 1.0, 1.0, 1.0]) / 13.0
@@ -361,8 +369,7 @@ _EXPECTED_POWER = np.array([10.0, 1.0, 1.0, 1.0]) / 13.0
 def ada_filter(*, log2_std: float = 1.0) -> Op:
     """StyleGAN2-ADA's filter: each of 4 bands amplified by 2 ** N(0, log2_std) with
     probability p, gains renormalised to the expected power spectrum (10, 1, 1, 1) / 13."""
-    if not log2_std >= 0:
-        raise ValueError(f"ada_filter: log2_std must be >= 0, got {log2_std}")
+    _check_log2_std("ada_filter", log2_std)
 
     def draw(u, key, shape, p):
         n = shape[0]
