@@ -65,7 +65,10 @@ def load_config(path: str) -> ml_collections.ConfigDict:
     folder comes first, then whatever `import` finds, the bundled folder last."""
     file = pathlib.Path(path)
     if not file.is_file():
-        raise ValueError(f"--config: no such config file {path!r}")
+        bundled = bundled_configs() / file.name
+        hint = (f"; the copy installed with ganaug_jax is {str(bundled)!r}"
+                if bundled.is_file() and bundled.resolve() != file.resolve() else "")
+        raise ValueError(f"--config: no such config file {path!r}{hint}")
     if file.suffix != ".py":
         raise ValueError(f"--config: {path!r} is not a Python config file (a .py file defining "
                          "get_config(), e.g. configs/default.py)")

@@ -144,6 +144,35 @@ def test_every_suite_rejects_fewer_than_five_reps_before_it_runs(suite, monkeypa
         module.run(reps=4)
 
 
+def test_augment_suite_names_the_missing_peers_before_it_runs(monkeypatch):
+    import importlib.util
+    from ganaug_jax.bench import augment
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "augmax" else find_spec(name, *a))
+    monkeypatch.setattr(augment, "bench_shape", lambda *a, **k: pytest.fail("ran"))
+    with pytest.raises(ValueError, match=r"missing augmax: pip install 'ganaug_jax\[bench\]'"):
+        augment.run(quick=True)
+
+
+def test_train_suite_reads_the_bundled_default_config(monkeypatch, tmp_path):
+    """An installed package has no checkout: the suite's configs come from bundled_configs()."""
+    from ganaug_jax import config as config_lib
+    default = (config_lib.bundled_configs() / "default.py").read_text()
+    (tmp_path / "default.py").write_text(default.replace("c.seed = 0", "c.seed = 1234"))
+    assert "c.seed = 0" in default
+    monkeypatch.setattr(config_lib, "bundled_configs", lambda: tmp_path)
+    assert train_step.make_config(train_step.CONFIGS[0]).seed == 1234
+
+
+def test_scaling_suite_shows_the_child_process_error(monkeypatch):
+    from ganaug_jax.bench import scaling
+    jax.devices()  # this process's backend starts with the flags it had; the child's fails
+    monkeypatch.setenv("XLA_FLAGS", "--xla_no_such_flag_for_this_test")
+    with pytest.raises(RuntimeError, match=r"(?s)scaling process failed .*no_such_flag"):
+        scaling.run(counts=(16,), per_device_batch=2, reps=5, base=TINY)  # > the 8 here
+
+
 CACHE_PROBE = """
 import json, sys
 import jax

@@ -8,6 +8,7 @@ records read back with `tfds.data_source` and resized with PIL, pixels written w
 
 import json
 import pathlib
+import re
 
 import jax
 import numpy as np
@@ -422,3 +423,13 @@ def test_cli_rejects_data_that_does_not_fit_the_model(tmp_path, capsys):
     # the same data with data.resolution set fits (checked without training)
     fitted = load_real(_data(source=str(source), resolution=16))
     assert fitted.train["x"].shape[1:] == (16, 16, 3)
+
+
+def test_a_missing_config_file_names_the_copy_installed_with_the_package(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside a checkout: configs/digits.py is not here
+    bundled = config_lib.bundled_configs() / "digits.py"
+    with pytest.raises(ValueError, match=r"no such config file 'configs/digits.py'; the copy "
+                                         r"installed with ganaug_jax is " + re.escape(repr(str(bundled)))):
+        config_lib.load_config("configs/digits.py")
+    with pytest.raises(ValueError, match=r"no such config file 'configs/nonesuch.py'$"):
+        config_lib.load_config("configs/nonesuch.py")

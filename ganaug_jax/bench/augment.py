@@ -53,6 +53,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import datetime  # noqa: E402
+import importlib.util  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -234,6 +235,10 @@ def run(*, shapes=SHAPES, reps: int = 7, json_path: str | None = None, quick: bo
         slow_s: float = 60.0, torch_compile: bool = False, chart: str | None = None) -> list:
     """Benchmarks every shape; prints JSON lines and the markdown table; returns the rows."""
     common.check_reps(reps)
+    missing = [name for name in ("dm_pix", "augmax") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"the augment suite compares against dm-pix and augmax; missing "
+                         f"{', '.join(missing)}: pip install 'ganaug_jax[bench]'")
     shapes = list(shapes)
     if quick:
         reps, shapes = 5, shapes[:1]

@@ -57,9 +57,12 @@ def run(*, counts=COUNTS, per_device_batch: int = 16, reps: int = 5, base: Train
                 f"base=TrainConfig(**{dataclasses.asdict(base)!r}))))")
         env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " "
                    f"--xla_force_host_platform_device_count={max(counts)}").strip())
-        out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                             capture_output=True, text=True).stdout
-        rows = json.loads(out.strip().splitlines()[-1])
+        child = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                               text=True)
+        if child.returncode:
+            raise RuntimeError(f"the {max(counts)}-device scaling process failed (exit status "
+                               f"{child.returncode}):\n{child.stderr.strip()}")
+        rows = json.loads(child.stdout.strip().splitlines()[-1])
     else:
         counts = tuple(d for d in counts if d <= jax.device_count())
         rows = measure(counts, per_device_batch, reps, base=base)

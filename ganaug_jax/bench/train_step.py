@@ -52,7 +52,6 @@ def model_fields(c: TrainConfig, dtype: str = "float32") -> dict:
             "num_classes": c.num_classes, "dtype": dtype}
 
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 ADA_P = 0.5  # the ADA config's initial augmentation probability
 CONFIGS = (
     TrainConfig("32x32x3 w64 b64", 32, 3, 64, 64),
@@ -97,7 +96,7 @@ def model_flops(c: TrainConfig) -> float:
 def make_config(c: TrainConfig, **overrides):
     """The ganaug_jax config of a benchmark row (configs/default.py plus these keys)."""
     from ganaug_jax import config as config_lib
-    config = config_lib.load_config(str(CONFIG_DIR / "default.py"))
+    config = config_lib.load_config(str(config_lib.bundled_configs() / "default.py"))
     config.model.architecture = "dcgan"
     config.model.latent_dim = c.latent_dim
     config.model.width = c.width
