@@ -5,11 +5,15 @@ Contract:
     compute in float32 and return float32 scalars. Real and fake batches may differ in size
     (each term is a mean over its own batch).
   * a `critic` is any pure function (N, ...) -> (N,) logits, usually a closure over the
-    discriminator's params: `lambda x: d.apply(params, x)`. Penalties differentiate it with
+    discriminator's params. The project's discriminators return (logits, features), so take
+    the logits: `lambda x: d.apply(variables, x, labels, train=False)[0]`; a critic that
+    returns a tuple or (N, 1) is refused with ValueError. Penalties differentiate it with
     respect to its input; differentiate the penalty with respect to the params by closing over
     them inside the function you pass to `jax.grad` (double backprop works).
-  * arguments that are Python numbers are validated eagerly with ValueError; traced values
-    (a jitted `step`, a scheduled `std`) are used as they are.
+  * arguments that are Python numbers (or concrete arrays) are validated eagerly with
+    ValueError, NaN and inf included where a finite value is meant; shapes, dtypes and PRNG
+    keys are checked even under jit; traced values (a jitted `step`, a scheduled `std`) are
+    used as they are.
 
 Registry: `LOSSES = {name: (d_fn, g_fn)}`, reached through `d_loss(name)` and `g_loss(name)`:
 
@@ -26,10 +30,14 @@ one-sided label smoothing (Salimans et al. 2016) and exists for the cross-entrop
 lsgan only; wgan and hinge reject it.
 """
 
+import math
+import numbers
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+from ganaug_jax.augment._contract import check_key
 
 __all__ = [
     "LOSSES", "d_loss", "g_loss", "gradient_penalty", "r1_penalty", "lazy_r1",
@@ -51,16 +59,33 @@ def _concrete(x) -> float | None:
         return None
 
 
+def _check_finite_non_negative(x, name: str, hint: str = "") -> None:
+    """Raises unless a concrete x is a finite number >= 0 (NaN and inf fail); traced x passes."""
+    value = _concrete(x)
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0{hint}, got {value}")
+
+
+def _check_scalar(x, name: str, form: str) -> None:
+    """Raises unless x is a scalar (a 0-d array or a Python number); static, so it also holds
+    for traced x."""
+    if jnp.ndim(x) != 0:
+        raise ValueError(f"{name} must be a scalar {form}, got shape {jnp.shape(x)}")
+
+
 def _logits(x, name: str) -> jax.Array:
     x = jnp.asarray(x)
     if x.ndim != 1:
         raise ValueError(f"{name} must have shape (N,), got {x.shape}; squeeze a trailing axis")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} must be non-empty, shape (N,) with N >= 1, got {x.shape}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"{name} must be floating point, got {x.dtype}")
     return x.astype(jnp.float32)
 
 
 def _smoothed_label(real_label) -> jax.Array:
+    _check_scalar(real_label, "real_label", "in (0, 1]")
     value = _concrete(real_label)
     if value is not None and not 0.0 < value <= 1.0:
         raise ValueError(f"real_label must be in (0, 1], got {value}")
@@ -160,6 +185,10 @@ def _input_grads(critic: Critic, x: jax.Array) -> jax.Array:
     if x.ndim < 1:
         raise ValueError(f"critic inputs must be batched (N, ...), got shape {x.shape}")
     out, pullback = jax.vjp(critic, x)
+    if isinstance(out, (tuple, list)) or not hasattr(out, "shape"):
+        raise ValueError(f"critic must return logits of shape (N,) = {x.shape[:1]}, got a "
+                         f"{type(out).__name__}; the project's discriminators return (logits, "
+                         "features): pass lambda x: d.apply(variables, x, ...)[0]")
     if out.shape != x.shape[:1]:
         raise ValueError(f"critic must map (N, ...) to (N,), got {x.shape} -> {out.shape}")
     return pullback(jnp.ones_like(out))[0]  # = jax.grad(lambda v: jnp.sum(critic(v)))(x)
@@ -201,6 +230,7 @@ def gradient_penalty(key: jax.Array, critic: Critic, real: jax.Array,
     independently (the paper's critic has no batch norm for that reason). Pass `fake` through
     `jax.lax.stop_gradient` if the generator must not receive this gradient.
     """
+    check_key(key)
     real, fake = jnp.asarray(real), jnp.asarray(fake)
     if real.shape != fake.shape:
         raise ValueError(f"real and fake must have the same shape, got {real.shape}, {fake.shape}")
@@ -223,17 +253,21 @@ def r1_penalty(critic: Critic, real: jax.Array) -> jax.Array:
     return jnp.mean(_squared_norms(_input_grads(critic, real)))
 
 
-def _check_interval(interval) -> int:
-    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-        raise ValueError(f"interval must be a Python int >= 1, got {interval!r}")
-    return interval
+def _check_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a Python int >= 1, got {value!r}")
+    return value
 
 
 def _lazy(penalty_fn: Callable[[], jax.Array], step, interval: int) -> jax.Array:
     """interval * penalty_fn() when step % interval == 0, else 0.0, via lax.cond so that the
     penalty is not computed on the other steps (under vmap, cond runs both branches)."""
-    interval = _check_interval(interval)
-    active = jnp.asarray(step) % interval == 0
+    interval = _check_int(interval, "interval")
+    step = jnp.asarray(step)
+    if step.ndim != 0 or not jnp.issubdtype(step.dtype, jnp.integer):
+        raise ValueError(f"step must be an int scalar (the training step), got shape "
+                         f"{step.shape} {step.dtype}")
+    active = step % interval == 0
     return jax.lax.cond(active, lambda: interval * penalty_fn().astype(jnp.float32),
                         lambda: jnp.zeros((), jnp.float32))
 
@@ -251,10 +285,8 @@ def lazy_r1(critic: Critic, real: jax.Array, *, step, interval: int) -> jax.Arra
 def instance_noise_std(step, *, initial_std: float, anneal_steps: int) -> jax.Array:
     """Linear anneal: initial_std at step 0, 0 at step >= anneal_steps (Sonderby et al. 2016,
     Arjovsky & Bottou 2017). step: int scalar, may be traced; returns a float32 scalar."""
-    if initial_std < 0:
-        raise ValueError(f"initial_std must be >= 0, got {initial_std}")
-    if anneal_steps <= 0:
-        raise ValueError(f"anneal_steps must be > 0, got {anneal_steps}")
+    _check_finite_non_negative(initial_std, "initial_std")
+    _check_int(anneal_steps, "anneal_steps")
     fraction = jnp.asarray(step, jnp.float32) / jnp.float32(anneal_steps)
     return jnp.float32(initial_std) * jnp.clip(1.0 - fraction, 0.0, 1.0)
 
@@ -262,12 +294,11 @@ def instance_noise_std(step, *, initial_std: float, anneal_steps: int) -> jax.Ar
 def add_instance_noise(key: jax.Array, x: jax.Array, std) -> jax.Array:
     """x + std * N(0, 1), same shape and dtype as x (float). Use independent keys for the real
     and the fake batch; std may be traced (e.g. from instance_noise_std)."""
+    check_key(key)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"x must be floating point, got {x.dtype}")
-    value = _concrete(std)
-    if value is not None and value < 0:
-        raise ValueError(f"std must be >= 0, got {value}")
+    _check_finite_non_negative(std, "std")
     noise = jax.random.normal(key, x.shape, jnp.float32)
     return (x.astype(jnp.float32) + jnp.asarray(std, jnp.float32) * noise).astype(x.dtype)
 
@@ -281,6 +312,9 @@ def feature_matching(real_features: jax.Array, fake_features: jax.Array) -> jax.
     real, fake = jnp.asarray(real_features), jnp.asarray(fake_features)
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(f"features must be (N, F) and (M, F), got {real.shape}, {fake.shape}")
+    if real.shape[0] == 0 or fake.shape[0] == 0:
+        raise ValueError("real_features and fake_features must be non-empty (N, M >= 1), got "
+                         f"{real.shape}, {fake.shape}")
     diff = jnp.mean(real.astype(jnp.float32), 0) - jnp.mean(fake.astype(jnp.float32), 0)
     return jnp.sum(jnp.square(diff))
 
@@ -289,7 +323,15 @@ def mode_seeking(fake_a: jax.Array, fake_b: jax.Array, z_a: jax.Array, z_b: jax.
                  *, eps: float = 1e-5) -> jax.Array:
     """MSGAN's mode-seeking term (Mao et al. 2019), a generator loss against (within-class)
     mode collapse: 1 / (mean|G(z_a) - G(z_b)| / mean|z_a - z_b| + eps), where the pairs share
-    their class. fake_*: (N, ...) samples, z_*: (N, latent_dim); float32 scalar."""
+    their class. fake_*: (N, ...) samples, z_*: (N, latent_dim), N >= 1; eps: a finite number
+    > 0 (may be traced); float32 scalar."""
+    fake_a, fake_b, z_a, z_b = (jnp.asarray(a) for a in (fake_a, fake_b, z_a, z_b))
+    if z_a.ndim != 2 or fake_a.ndim < 1:
+        raise ValueError(f"z_a and z_b must have shape (N, latent_dim) and fake_a, fake_b "
+                         f"(N, ...), got z {z_a.shape}, fake {fake_a.shape}")
+    value = _concrete(eps)
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"eps must be a finite number > 0, got {value}")
     if fake_a.shape != fake_b.shape or z_a.shape != z_b.shape or fake_a.shape[0] != z_a.shape[0]:
         raise ValueError(f"mode_seeking needs paired samples and latents, got {fake_a.shape}, "
                          f"{fake_b.shape}, {z_a.shape}, {z_b.shape}")
@@ -306,10 +348,10 @@ def ema_decay(*, half_life_images: float, batch_size: int) -> float:
     """0.5 ** (batch_size / half_life_images): the weight of an old value halves every
     `half_life_images` images (StyleGAN's ema_kimg convention, e.g. 10_000 images).
     half_life_images == 0 means no averaging (decay 0.0)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a Python int >= 1, got {batch_size!r}")
-    if half_life_images < 0:
-        raise ValueError(f"half_life_images must be >= 0 (0: no averaging), got {half_life_images}")
+    _check_int(batch_size, "batch_size")
+    if isinstance(half_life_images, bool) or not isinstance(half_life_images, numbers.Real):
+        raise ValueError(f"half_life_images must be a number >= 0, got {half_life_images!r}")
+    _check_finite_non_negative(half_life_images, "half_life_images", " (0: no averaging)")
     if half_life_images == 0:
         return 0.0
     return float(0.5 ** (batch_size / half_life_images))
@@ -317,7 +359,18 @@ def ema_decay(*, half_life_images: float, batch_size: int) -> float:
 
 def ema_update(ema_params: Any, params: Any, decay) -> Any:
     """decay * ema + (1 - decay) * params, leaf by leaf; same tree structure and dtypes as
-    ema_params. decay: scalar in [0, 1], may be traced. Non-float leaves take params' value."""
+    ema_params. decay: scalar in [0, 1], may be traced. Non-float leaves take params' value.
+    The trees must have the same structure and leaf shapes (checked, also under jit)."""
+    _check_scalar(decay, "decay", "in [0, 1]")
+    ema_def, params_def = jax.tree.structure(ema_params), jax.tree.structure(params)
+    if ema_def != params_def:
+        raise ValueError(f"ema_params and params must have the same tree structure, got "
+                         f"{ema_def} and {params_def}")
+    for (path, e), p in zip(jax.tree_util.tree_leaves_with_path(ema_params),
+                            jax.tree.leaves(params)):
+        if jnp.shape(e) != jnp.shape(p):
+            raise ValueError(f"ema_params and params must have the same leaf shapes, got "
+                             f"{jnp.shape(e)} and {jnp.shape(p)} at {jax.tree_util.keystr(path)}")
     value = _concrete(decay)
     if value is not None and not 0.0 <= value <= 1.0:
         raise ValueError(f"decay must be in [0, 1], got {value}")

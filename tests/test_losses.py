@@ -383,3 +383,101 @@ def test_ema_decay_half_life():
         L.ema_decay(half_life_images=-1, batch_size=32)
     with pytest.raises(ValueError, match="batch_size"):
         L.ema_decay(half_life_images=100, batch_size=0)
+
+
+# ---- bad input: non-finite numbers, empty batches, keys, critics ----
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_settings_are_refused(bad):
+    with pytest.raises(ValueError, match="half_life_images"):
+        L.ema_decay(half_life_images=bad, batch_size=32)
+    with pytest.raises(ValueError, match="initial_std"):
+        L.instance_noise_std(0, initial_std=bad, anneal_steps=10)
+    with pytest.raises(ValueError, match="anneal_steps"):
+        L.instance_noise_std(0, initial_std=0.1, anneal_steps=bad)
+    with pytest.raises(ValueError, match="std"):
+        L.add_instance_noise(jax.random.key(0), jnp.zeros((2, 3)), bad)
+    with pytest.raises(ValueError, match="anneal_steps"):
+        L.instance_noise_std(0, initial_std=0.1, anneal_steps=0.5)
+    # A traced initial_std is used as it is.
+    traced = jax.jit(lambda s: L.instance_noise_std(5, initial_std=s, anneal_steps=10))(0.2)
+    np.testing.assert_allclose(traced, 0.1, rtol=1e-6)
+
+
+def test_ema_update_refuses_mismatched_trees_and_non_scalar_decay():
+    ema = {"w": jnp.ones(3), "b": jnp.ones(())}
+    with pytest.raises(ValueError, match="leaf shapes"):
+        L.ema_update(ema, {"w": jnp.zeros(1), "b": jnp.zeros(())}, 0.5)
+    with pytest.raises(ValueError, match="leaf shapes"):
+        jax.jit(L.ema_update)({"w": jnp.ones(1), "b": jnp.ones(())}, ema, 0.5)
+    with pytest.raises(ValueError, match="tree structure"):
+        L.ema_update(ema, {"w": jnp.zeros(3)}, 0.5)
+    with pytest.raises(ValueError, match="decay must be a scalar"):
+        L.ema_update(ema, ema, jnp.full(3, 0.5))
+    got = jax.jit(L.ema_update)(ema, {"w": jnp.zeros(3), "b": jnp.zeros(())}, jnp.float32(0.25))
+    np.testing.assert_allclose(got["w"], np.full(3, 0.25))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_logits_are_refused(name):
+    empty, some = jnp.zeros((0,)), jnp.zeros((3,))
+    with pytest.raises(ValueError, match="real_logits must be non-empty"):
+        L.d_loss(name)(empty, some)
+    with pytest.raises(ValueError, match="fake_logits must be non-empty"):
+        jax.jit(L.d_loss(name))(some, empty)
+    with pytest.raises(ValueError, match="fake_logits must be non-empty"):
+        L.g_loss(name)(empty)
+
+
+def test_feature_matching_refuses_empty_batches():
+    with pytest.raises(ValueError, match="real_features and fake_features must be non-empty"):
+        L.feature_matching(jnp.zeros((0, 3)), jnp.zeros((4, 3)))
+    with pytest.raises(ValueError, match="real_features and fake_features must be non-empty"):
+        L.feature_matching(jnp.zeros((4, 3)), jnp.zeros((0, 3)))
+
+
+@pytest.mark.parametrize("name", ["non_saturating", "lsgan"])
+def test_real_label_must_be_a_scalar(name):
+    r, f = jnp.ones(4), -jnp.ones(4)
+    for bad in (jnp.full(4, 2.0), jnp.full(4, 0.9), np.full(3, 0.9)):
+        with pytest.raises(ValueError, match="real_label must be a scalar"):
+            L.d_loss(name)(r, f, real_label=bad)
+    with pytest.raises(ValueError, match="real_label must be a scalar"):
+        jax.jit(lambda y: L.d_loss(name)(r, f, real_label=y))(jnp.full(4, 0.9))
+    np.testing.assert_allclose(L.d_loss(name)(r, f, real_label=jnp.float32(0.9)),
+                               L.d_loss(name)(r, f, real_label=0.9), rtol=1e-6)
+
+
+def test_keys_must_be_prng_keys():
+    critic = functools.partial(_critic, jnp.ones((3, 2)))
+    real, fake = jnp.ones((4, 3)), jnp.zeros((4, 3))
+    for bad in (0, jnp.ones(2), jax.random.split(jax.random.key(0), 4)):
+        with pytest.raises(ValueError, match="key must be a PRNG key"):
+            L.gradient_penalty(bad, critic, real, fake)
+        with pytest.raises(ValueError, match="key must be a PRNG key"):
+            L.add_instance_noise(bad, real, 0.1)
+    # A legacy uint32 key is the same stream as the typed key of that seed.
+    np.testing.assert_allclose(L.gradient_penalty(jax.random.PRNGKey(3), critic, real, fake),
+                               L.gradient_penalty(jax.random.key(3), critic, real, fake),
+                               rtol=1e-6)
+
+
+def test_penalties_refuse_tuple_critics_and_non_scalar_step():
+    w = jnp.ones((3, 2))
+    real, fake = jnp.ones((4, 3)), jnp.zeros((4, 3))
+
+    def pair_critic(x):  # what the project's discriminators return
+        return _critic(w, x), x
+
+    with pytest.raises(ValueError, match=r"critic must return logits of shape \(N,\)"):
+        L.gradient_penalty(jax.random.key(0), pair_critic, real, fake)
+    with pytest.raises(ValueError, match=r"critic must return logits of shape \(N,\)"):
+        L.r1_penalty(pair_critic, real)
+    with pytest.raises(ValueError, match="step must be an int scalar"):
+        L.lazy_r1(functools.partial(_critic, w), real, step=jnp.arange(4), interval=4)
+    with pytest.raises(ValueError, match="step must be an int scalar"):
+        L.lazy_r1(functools.partial(_critic, w), real, step=0.5, interval=4)
+    # The logits of the pair critic are accepted, and second-order grads still work under jit.
+    grad = jax.jit(jax.grad(lambda v: L.lazy_r1(
+        lambda x: pair_critic(x)[0] * jnp.sum(v), real, step=jnp.int32(0), interval=2)))(w)
+    assert np.all(np.isfinite(grad)) and np.any(np.asarray(grad))

@@ -2,6 +2,8 @@
 (`LossConfig.mode_seeking`): NumPy float64 hand formulas for the value and its gradient, bad
 shapes, and the term inside a jitted conditional step recomputed from the same latents."""
 
+import dataclasses
+import importlib
 import inspect
 
 import jax
@@ -195,3 +197,64 @@ def test_unconditional_step_metric_equals_formula_on_its_latents():
     np.testing.assert_allclose(float(metrics["mode_seeking"]),
                                _reference(x[:h], x[h:], z[:h], z[h:]), rtol=1e-5)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(after.g_params))
+
+
+# ---- bad input: mode_seeking, LossConfig and make_train_step ----
+
+def test_mode_seeking_refuses_bad_eps_and_rank_one_latents():
+    fa, fb, za, zb = _pairs(0, shape=(4, 3), latent=2)
+    for eps in (0.0, -1e-5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+            L.mode_seeking(fa, fb, za, zb, eps=eps)
+    with pytest.raises(ValueError, match=r"z_a and z_b must have shape \(N, latent_dim\)"):
+        L.mode_seeking(fa, fb, za[:, 0], zb[:, 0])
+    # A traced eps is used as it is.
+    np.testing.assert_allclose(jax.jit(lambda e: L.mode_seeking(fa, fb, za, zb, eps=e))(0.5),
+                               _reference(fa, fb, za, zb, eps=0.5), rtol=1e-5)
+
+
+@pytest.mark.parametrize("fields,match", [
+    (dict(name="wgan-gp"), "LossConfig.name"),
+    (dict(name="wgan", gp_weight=-10.0), "LossConfig.gp_weight"),
+    (dict(r1_gamma=-1.0), "LossConfig.r1_gamma"),
+    (dict(feature_matching=-1.0), "LossConfig.feature_matching"),
+    (dict(mode_seeking=float("inf")), "LossConfig.mode_seeking"),
+    (dict(instance_noise_std=float("nan"), instance_noise_steps=10),
+     "LossConfig.instance_noise_std"),
+    (dict(instance_noise_std=0.1, instance_noise_steps=0), "LossConfig.instance_noise_steps"),
+    (dict(r1_gamma=1.0, r1_interval=0), "LossConfig.r1_interval"),
+    (dict(r1_interval=2.0), "LossConfig.r1_interval"),
+    (dict(real_label=1.5), "LossConfig.real_label"),
+    (dict(real_label=0.0), "LossConfig.real_label"),
+    (dict(real_label=np.full(2, 0.9)), "LossConfig.real_label"),
+    (dict(name="hinge", real_label=0.9), "LossConfig.real_label"),
+    (dict(gp_weight=True), "LossConfig.gp_weight"),
+])
+def test_loss_config_validates_fields(fields, match):
+    with pytest.raises(ValueError, match=match):
+        LossConfig(**fields)
+
+
+@pytest.mark.parametrize("name", ["default", "digits", "digits_lowdata", "grid25", "ring8"])
+def test_loss_config_accepts_the_shipped_configs(name):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    loss = LossConfig(**config.loss.to_dict())
+    assert dataclasses.asdict(loss) == config.loss.to_dict()
+    assert LossConfig(name="wgan", gp_weight=10, real_label=1).gp_weight == 10
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(ema_decay=2.0), "ema_decay"),
+    (dict(ema_decay=float("nan")), "ema_decay"),
+    (dict(fixed_p=1.5), "fixed_p"),
+    (dict(latent_dim=0), "latent_dim"),
+    (dict(num_classes=-1), "num_classes"),
+    (dict(reuse_fake=1), "reuse_fake"),
+    (dict(loss={"name": "hinge"}), "loss must be a LossConfig"),
+])
+def test_make_train_step_validates_its_arguments_when_built(kwargs, match):
+    g, d = make_gan("mlp", data_shape=(2,), latent_dim=LATENT, width=8)
+    args = dict(generator=g, discriminator=d, g_tx=optax.adam(1e-3), d_tx=optax.adam(1e-3),
+                latent_dim=LATENT, num_classes=0)
+    with pytest.raises(ValueError, match=match):
+        make_train_step(**{**args, **kwargs})

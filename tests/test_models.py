@@ -489,3 +489,44 @@ def test_mlp_layers_use_uniform_fan_in_init_with_random_biases():
             assert np.abs(values).max() <= bound
             assert np.abs(values).max() > 0.9 * bound  # spread over the whole interval
             assert abs(values.std() - bound / np.sqrt(3)) < 0.2 * bound
+
+
+# ---------------------------------------------------------------- label range (concrete only)
+
+@pytest.mark.parametrize("architecture,data_shape,conditioning", [
+    ("mlp", (2,), "concat"),
+    ("dcgan", (8, 8, 1), "concat"),
+    ("dcgan", (8, 8, 1), "cbn"),
+])
+@pytest.mark.parametrize("bad", [3, -1])
+def test_concrete_out_of_range_labels_are_refused(architecture, data_shape, conditioning, bad):
+    g, d, g_vars, d_vars, z, labels, fake = _init(architecture, data_shape, num_classes=3,
+                                                  width=8, conditioning=conditioning)
+    wrong = labels.at[0].set(bad)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        g.apply(g_vars, z, wrong, train=False)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        d.apply(d_vars, fake, wrong, train=False)
+    # Traced labels cannot be checked: the jitted call runs, in-range samples unchanged.
+    out = _apply(g, g_vars, z, wrong, train=False)
+    np.testing.assert_array_equal(out[1:], _apply(g, g_vars, z, labels, train=False)[1:])
+
+
+def test_layers_check_labels_and_latent_rank():
+    x = jnp.ones((4, 3))
+    cbn = models.ConditionalBatchNorm(num_classes=3)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        cbn.init_with_output(jax.random.key(0), x, jnp.array([0, 1, 2, 3]), train=True)
+    with pytest.raises(ValueError, match="labels of shape"):
+        cbn.init_with_output(jax.random.key(0), x, None, train=True)
+    head = models.ProjectionHead(num_classes=3)
+    with pytest.raises(ValueError, match="labels of shape"):
+        head.init(jax.random.key(0), jnp.ones((4, 5)), None, update_stats=False)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        head.init(jax.random.key(0), jnp.ones((4, 5)), jnp.array([0, 1, 2, -1]),
+                  update_stats=False)
+    with pytest.raises(ValueError, match=r"z must be a floating array of shape \(N, D\)"):
+        models.MixtureLatent(components=4).init(jax.random.key(0), jnp.zeros(3))
+    out, _ = models.MixtureLatent(components=4).init_with_output(jax.random.key(0),
+                                                                 jnp.zeros((2, 3)))
+    assert out.shape == (2, 3)

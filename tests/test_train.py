@@ -737,3 +737,22 @@ def test_runs_saved_before_a_key_existed_resume_and_generate(tmp_path):
     changed = config_lib.apply_overrides(config, ["model.latent_components=4", "num_steps=9"])
     with pytest.raises(ValueError, match="model.latent_components: 0 -> 4"):
         train_and_evaluate(changed, str(workdir), progress=False)
+
+
+def test_create_train_state_and_mixture_sample_check_their_arguments():
+    from ganaug_jax.data import mixtures
+    import optax
+    from ganaug_jax.models import make_gan
+    g, d = make_gan("mlp", data_shape=(2,), latent_dim=4, width=8)
+    tx = optax.adam(1e-3)
+    for bad in (0, jax.numpy.ones(2)):
+        with pytest.raises(ValueError, match="key must be a PRNG key"):
+            create_train_state(bad, g, d, tx, tx, data_shape=(2,), latent_dim=4, num_classes=0)
+        with pytest.raises(ValueError, match="key must be a PRNG key"):
+            mixtures.sample(bad, "ring8", 4)
+    for n in (-1, 2.0, True):
+        with pytest.raises(ValueError, match=r"n \(the number of points\) must be an int >= 0"):
+            mixtures.sample(jax.random.key(0), "ring8", n)
+    assert mixtures.sample(jax.random.key(0), "ring8", 0).shape == (0, 2)
+    np.testing.assert_array_equal(mixtures.sample(jax.random.PRNGKey(1), "grid25", 8),
+                                  mixtures.sample(jax.random.key(1), "grid25", 8))

@@ -4,9 +4,13 @@ ring8: 8 Gaussians with means (cos 2 pi k / 8, sin 2 pi k / 8), std 0.01.
 grid25: 25 Gaussians with means {-4, -2, 0, 2, 4}^2, std 0.05.
 """
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ganaug_jax.augment._contract import check_key
 
 
 def ring8_means() -> np.ndarray:
@@ -31,8 +35,12 @@ def mixture(name: str) -> tuple[np.ndarray, float]:
 
 
 def sample(key: jax.Array, name: str, n: int) -> jax.Array:
-    """n points (n, 2) float32 from the mixture, modes chosen uniformly."""
+    """n points (n, 2) float32 from the mixture, modes chosen uniformly. key: a PRNG key;
+    n: an int >= 0."""
+    check_key(key)
     means, std = mixture(name)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"n (the number of points) must be an int >= 0, got {n!r}")
     k_mode, k_noise = jax.random.split(key)
     modes = jax.random.randint(k_mode, (n,), 0, means.shape[0])
     return (jnp.asarray(means, jnp.float32)[modes]

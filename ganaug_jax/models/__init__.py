@@ -2,7 +2,9 @@
 
 Interface shared by every architecture in ARCHITECTURES:
   * generator(z, labels=None, *, train) -> samples float32: z (N, latent_dim) float,
-    labels (N,) int required iff num_classes > 0 (None otherwise); samples (N, *data_shape)
+    labels (N,) int in [0, num_classes) required iff num_classes > 0 (None otherwise; a
+    concrete label out of range raises ValueError, a traced one under jit/vmap cannot be
+    checked and is the caller's responsibility); samples (N, *data_shape)
     (mlp: raw points, dcgan: tanh images in [-1, 1]);
   * discriminator(x, labels=None, *, train) -> (logits (N,) float32, features (N, F)
     float32), features being the penultimate activations (for feature matching);

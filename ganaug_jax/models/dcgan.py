@@ -60,7 +60,8 @@ def check_image_shape(image_shape: Any, depth: int | None) -> int:
 class DCGANGenerator(nn.Module, kw_only=True):
     """z: (N, latent_dim) float -> images (N, H, W, C) float32 in [-1, 1] (tanh).
 
-    labels: (N,) int, required iff num_classes > 0. conditioning 'concat': a learned class
+    labels: (N,) int in [0, num_classes), required iff num_classes > 0 (traced labels are not
+    range-checked, see `layers.check_labels`). conditioning 'concat': a learned class
     embedding (num_classes, embed_dim or latent_dim), N(0, 1) initialised, concatenated to z;
     'cbn': conditional BatchNorm everywhere. State: BN statistics in 'batch_stats'.
     latent_components > 0: z first goes through `layers.MixtureLatent` (params 'latent/centres').
@@ -147,7 +148,8 @@ class DCGANDiscriminator(nn.Module, kw_only=True):
 
     F = b*b*width*2**(n-1), the flattened last conv activations (after LeakyReLU), plus b*b
     with minibatch_std > 0 (its extra channel).
-    labels: (N,) int, required iff num_classes > 0 (projection head). With `spectral_norm`,
+    labels: (N,) int in [0, num_classes), required iff num_classes > 0 (projection head;
+    traced labels are not range-checked, see `layers.check_labels`). With `spectral_norm`,
     every Conv, the Dense and the projection embedding are spectrally normalised; that state is
     in 'batch_stats', updated only when train=True (there is no BatchNorm).
     Params: 'conv0'..'conv{n-1}', 'head/linear', 'head/embed' (conditional only).

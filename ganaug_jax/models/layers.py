@@ -16,6 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 COMPUTE_DTYPES = (jnp.float32, jnp.bfloat16)
 CONDITIONINGS = ("concat", "cbn")
@@ -62,7 +63,10 @@ def check_inputs(x: Any, shape: tuple[int, ...], name: str) -> None:
 
 
 def check_labels(labels: Any, num_classes: int, batch: int) -> None:
-    """Raises ValueError unless labels is None iff num_classes == 0, else int of shape (N,)."""
+    """Raises ValueError unless labels is None iff num_classes == 0, else int of shape (N,)
+    with concrete values in [0, num_classes). Traced labels (under jit, vmap or grad) cannot
+    be checked: keeping them in range is the caller's responsibility (out of range, an
+    embedding lookup gives NaN for >= num_classes and wraps a negative label around)."""
     if num_classes == 0:
         if labels is not None:
             raise ValueError("labels must be None for an unconditional model (num_classes=0)")
@@ -74,6 +78,12 @@ def check_labels(labels: Any, num_classes: int, batch: int) -> None:
         raise ValueError(f"labels must have shape ({batch},), got {shape}")
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"labels must be integers in [0, {num_classes}), got dtype {labels.dtype}")
+    if isinstance(labels, jax.core.Tracer) or not isinstance(labels, (np.ndarray, jax.Array)):
+        return  # traced (jit, vmap, grad): the range is the caller's responsibility
+    values = np.asarray(labels)
+    if values.size and not (values.min() >= 0 and values.max() < num_classes):
+        raise ValueError(f"labels must be in [0, {num_classes}) (num_classes={num_classes}), got "
+                         f"values in [{values.min()}, {values.max()}]")
 
 
 def spectral(layer: nn.Module, x: jax.Array, *, enabled: bool, update_stats: bool) -> jax.Array:
@@ -96,7 +106,8 @@ class ConditionalBatchNorm(nn.Module, kw_only=True):
     num_classes > 0: `nn.BatchNorm` without scale/bias followed by
     (1 + gamma[y]) * x_hat + beta[y], gamma and beta `nn.Embed` tables (num_classes, C)
     initialised to zero (params 'gamma/embedding', 'beta/embedding').
-    x: (N, ..., C), labels: (N,) int or None; returns x's shape in `dtype`.
+    x: (N, ..., C), labels: (N,) int in [0, num_classes) when num_classes > 0, else None
+    (see `check_labels`; traced labels are not range-checked); returns x's shape in `dtype`.
     """
 
     num_classes: int = 0
@@ -107,6 +118,7 @@ class ConditionalBatchNorm(nn.Module, kw_only=True):
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array | None = None, *, train: bool) -> jax.Array:
+        check_labels(labels, self.num_classes, x.shape[0])
         conditional = self.num_classes > 0
         x = nn.BatchNorm(use_running_average=not train, momentum=self.momentum,
                          epsilon=self.epsilon, use_scale=not conditional,
@@ -129,8 +141,9 @@ class ProjectionHead(nn.Module, kw_only=True):
     logits = Dense(1)(phi) + sum(Embed(y) * phi, axis=-1) when num_classes > 0, else Dense(1)(phi).
     The projection embedding (num_classes, F) is Glorot-uniform initialised; with
     `spectral_norm` both the Dense kernel and the embedding table are spectrally normalised
-    (as in the authors' SNEmbedID). phi: (N, F); labels: (N,) int or None; returns (N,) float32.
-    The projection sum is computed in float32.
+    (as in the authors' SNEmbedID). phi: (N, F); labels: (N,) int in [0, num_classes) when
+    num_classes > 0, else None (see `check_labels`; traced labels are not range-checked);
+    returns (N,) float32. The projection sum is computed in float32.
     """
 
     num_classes: int = 0
@@ -141,6 +154,7 @@ class ProjectionHead(nn.Module, kw_only=True):
     @nn.compact
     def __call__(self, phi: jax.Array, labels: jax.Array | None = None, *,
                  update_stats: bool) -> jax.Array:
+        check_labels(labels, self.num_classes, phi.shape[0])
         linear = nn.Dense(1, dtype=self.dtype, param_dtype=self.param_dtype, name="linear")
         logits = spectral(linear, phi, enabled=self.spectral_norm,
                           update_stats=update_stats)[:, 0].astype(jnp.float32)
@@ -177,6 +191,9 @@ class MixtureLatent(nn.Module, kw_only=True):
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
+        if getattr(z, "ndim", None) != 2 or not jnp.issubdtype(z.dtype, jnp.floating):
+            raise ValueError("z must be a floating array of shape (N, D), got "
+                             f"{getattr(z, 'shape', type(z).__name__)} {getattr(z, 'dtype', '')}")
         z = z.astype(jnp.float32)
         centres = self.param("centres", nn.initializers.normal(1.0),
                              (self.components, z.shape[-1]), jnp.float32)

@@ -36,7 +36,8 @@ def dense(features: int, fan_in: int, **kwargs) -> nn.Dense:
 class MLPGenerator(nn.Module, kw_only=True):
     """z: (N, latent_dim) float -> points (N, data_dim) float32.
 
-    labels: (N,) int, required iff num_classes > 0; a learned class embedding
+    labels: (N,) int in [0, num_classes), required iff num_classes > 0 (traced labels are not
+    range-checked, see `layers.check_labels`); a learned class embedding
     (num_classes, embed_dim or latent_dim), N(0, 1) initialised, is concatenated to z.
     `train` is accepted for interface uniformity (this generator has no state).
     latent_components > 0: z first goes through `layers.MixtureLatent` (a mixture prior with
@@ -93,9 +94,10 @@ class MLPGenerator(nn.Module, kw_only=True):
 class MLPDiscriminator(nn.Module, kw_only=True):
     """x: (N, data_dim) float -> (logits (N,) float32, features (N, width) float32).
 
-    features are the last hidden activations (after LeakyReLU). labels: (N,) int, required
-    iff num_classes > 0 (projection head, see `layers.ProjectionHead`). With
-    `spectral_norm`, every Dense (and the projection embedding) is spectrally normalised; its
+    features are the last hidden activations (after LeakyReLU). labels: (N,) int in
+    [0, num_classes), required iff num_classes > 0 (projection head, see
+    `layers.ProjectionHead`; traced labels are not range-checked). With `spectral_norm`,
+    every Dense (and the projection embedding) is spectrally normalised; its
     state is in 'batch_stats' and is updated only when train=True.
     Params: 'dense0'..'dense{depth-1}', 'head/linear', 'head/embed' (conditional only).
     """

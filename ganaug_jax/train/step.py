@@ -16,12 +16,18 @@ import jax.numpy as jnp
 import optax
 
 from ganaug_jax import losses
+from ganaug_jax.augment._contract import check_real
+from ganaug_jax.models.layers import check_positive_int
 from ganaug_jax.train.state import TrainState
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """Typed loss settings (unpacked from the config by the entry point)."""
+    """Typed loss settings (unpacked from the config by the entry point), validated on
+    construction with the ranges of `config.validate`: name one of `losses.LOSSES`; the
+    weights gp_weight, r1_gamma, instance_noise_std, feature_matching and mode_seeking finite
+    numbers >= 0 (0: off); r1_interval an int >= 1; instance_noise_steps an int >= 0 (>= 1
+    when instance_noise_std > 0); real_label in (0, 1], and 1.0 for 'wgan' and 'hinge'."""
     name: str = "non_saturating"
     gp_weight: float = 0.0
     r1_gamma: float = 0.0
@@ -31,6 +37,22 @@ class LossConfig:
     instance_noise_steps: int = 0
     feature_matching: float = 0.0
     mode_seeking: float = 0.0
+
+    def __post_init__(self):
+        if self.name not in losses.LOSSES:
+            raise ValueError(f"LossConfig.name must be one of {sorted(losses.LOSSES)}, "
+                             f"got {self.name!r}")
+        for field in ("gp_weight", "r1_gamma", "instance_noise_std", "feature_matching",
+                      "mode_seeking"):
+            check_real(getattr(self, field), f"LossConfig.{field}", 0.0, why=" (0: off)")
+        check_positive_int(self.r1_interval, "LossConfig.r1_interval")
+        check_positive_int(self.instance_noise_steps, "LossConfig.instance_noise_steps",
+                           minimum=1 if self.instance_noise_std > 0 else 0)
+        check_real(self.real_label, "LossConfig.real_label", 0.0, 1.0, low_open=True,
+                      why=" (1: no label smoothing)")
+        if self.name in ("wgan", "hinge") and self.real_label != 1.0:
+            raise ValueError(f"LossConfig.real_label must be 1.0 with the {self.name!r} loss, "
+                             f"got {self.real_label!r}")
 
 
 def _norm(tree) -> jax.Array:
@@ -63,7 +85,20 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
     DCGAN loop does, saving one G forward per step; G's batch statistics then update in
     every D update's G forward (n_critic times per step), as in that loop. Not combinable
     with loss.mode_seeking (which pairs the G update's latents).
+    latent_dim: int >= 1; num_classes: int >= 0; fixed_p and ema_decay: finite numbers in
+    [0, 1]; reuse_fake: a bool. Raises ValueError naming the argument otherwise.
     """
+    if not isinstance(loss, LossConfig):
+        raise ValueError(f"loss must be a LossConfig, got {type(loss).__name__}")
+    check_positive_int(latent_dim, "latent_dim")
+    check_positive_int(num_classes, "num_classes", minimum=0)
+    check_real(fixed_p, "fixed_p", 0.0, 1.0)
+    check_real(ema_decay, "ema_decay", 0.0, 1.0, why=" (0: no averaging)")
+    if not isinstance(reuse_fake, bool):
+        raise ValueError(f"reuse_fake must be a bool, got {reuse_fake!r}")
+    for name, fn in (("augment", augment), ("ada_update", ada_update)):
+        if fn is not None and not callable(fn):
+            raise ValueError(f"{name} must be callable or None, got {fn!r}")
     if reuse_fake and loss.mode_seeking > 0:
         raise ValueError("reuse_fake cannot be combined with loss.mode_seeking > 0: mode seeking "
                          "pairs latents drawn for the generator update")
