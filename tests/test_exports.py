@@ -127,6 +127,8 @@ def test_truncated_latents_lie_in_the_interval_and_depend_only_on_the_index():
     for bad in (0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="--truncation must be a finite number > 0"):
             sample_latents(key, np.arange(2), latent_dim=8, truncation=bad)
+    with pytest.raises(ValueError, match="key must be a PRNG key"):
+        sample_latents(7, np.arange(2), latent_dim=8)
 
 
 # ---- generation options ----

@@ -442,3 +442,5 @@ def test_mix_batch_errors():
         mixing.mix_batch(key, real, wrong, batch_size=8, synthetic_fraction=0.5)
     with pytest.raises(ValueError, match="keys 'x' and 'y'"):
         mixing.mix_batch(key, real, {"x": synthetic["x"]}, batch_size=8, synthetic_fraction=0.5)
+    with pytest.raises(ValueError, match="key must be a PRNG key"):
+        mixing.mix_batch(0, real, synthetic, batch_size=8, synthetic_fraction=0.5)

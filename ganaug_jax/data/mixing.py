@@ -7,6 +7,7 @@ e.g. `jax.jit(mix_batch, static_argnames=("batch_size", "synthetic_fraction"))`.
 import jax
 import jax.numpy as jnp
 
+from ganaug_jax.augment._contract import check_key
 from ganaug_jax.data.sources import draw_from_arrays
 
 
@@ -40,6 +41,7 @@ def mix_batch(key: jax.Array, real: dict, synthetic: dict, *, batch_size: int,
 
     real, synthetic: {'x': (N, ...), 'y': (N,)} with the same sample shape and dtypes.
     """
+    check_key(key)
     _check_source(real, "real")
     _check_source(synthetic, "synthetic")
     for field in ("x", "y"):

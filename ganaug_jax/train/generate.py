@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from ganaug_jax import config as config_lib
+from ganaug_jax.augment._contract import check_key
 from ganaug_jax.models.layers import check_positive_int
 from ganaug_jax.train import checkpoint
 from ganaug_jax.train.build import build_run
@@ -74,6 +75,7 @@ def sample_latents(key: jax.Array, indices: jax.Array, *, latent_dim: int,
                    truncation: float | None = None) -> jax.Array:
     """(N,) int indices -> (N, latent_dim) float32 latents; row n is drawn from
     fold_in(key, indices[n]) only: standard normal, or truncated to [-t, t] when t is given."""
+    check_key(key)
     check_truncation(truncation)
 
     def one(i):
