@@ -251,6 +251,9 @@ def test_loss_config_accepts_the_shipped_configs(name):
     (dict(num_classes=-1), "num_classes"),
     (dict(reuse_fake=1), "reuse_fake"),
     (dict(loss={"name": "hinge"}), "loss must be a LossConfig"),
+    (dict(latent_dim=LATENT + 1), rf"latent_dim={LATENT + 1} differs from the generator's "
+                                  rf"latent_dim={LATENT}"),
+    (dict(num_classes=3), "num_classes=3 differs from the generator's num_classes=0"),
 ])
 def test_make_train_step_validates_its_arguments_when_built(kwargs, match):
     g, d = make_gan("mlp", data_shape=(2,), latent_dim=LATENT, width=8)

@@ -85,8 +85,9 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
     DCGAN loop does, saving one G forward per step; G's batch statistics then update in
     every D update's G forward (n_critic times per step), as in that loop. Not combinable
     with loss.mode_seeking (which pairs the G update's latents).
-    latent_dim: int >= 1; num_classes: int >= 0; fixed_p and ema_decay: finite numbers in
-    [0, 1]; reuse_fake: a bool. Raises ValueError naming the argument otherwise.
+    latent_dim: int >= 1; num_classes: int >= 0, both as the models were built with; fixed_p
+    and ema_decay: finite numbers in [0, 1]; reuse_fake: a bool. Raises ValueError naming the
+    argument otherwise.
     """
     if not isinstance(loss, LossConfig):
         raise ValueError(f"loss must be a LossConfig, got {type(loss).__name__}")
@@ -99,6 +100,13 @@ def make_train_step(*, generator, discriminator, g_tx: optax.GradientTransformat
     for name, fn in (("augment", augment), ("ada_update", ada_update)):
         if fn is not None and not callable(fn):
             raise ValueError(f"{name} must be callable or None, got {fn!r}")
+    for role, module, field, value in (("generator", generator, "latent_dim", latent_dim),
+                                       ("generator", generator, "num_classes", num_classes),
+                                       ("discriminator", discriminator, "num_classes",
+                                        num_classes)):
+        own = getattr(module, field, value)
+        if own != value:
+            raise ValueError(f"{field}={value} differs from the {role}'s {field}={own}")
     if reuse_fake and loss.mode_seeking > 0:
         raise ValueError("reuse_fake cannot be combined with loss.mode_seeking > 0: mode seeking "
                          "pairs latents drawn for the generator update")
