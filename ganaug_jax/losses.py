@@ -37,7 +37,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from ganaug_jax.augment._contract import check_key
+from ganaug_jax.augment._contract import check_key, check_real
+from ganaug_jax.models.layers import check_positive_int
 
 __all__ = [
     "LOSSES", "d_loss", "g_loss", "gradient_penalty", "r1_penalty", "lazy_r1",
@@ -61,9 +62,8 @@ def _concrete(x) -> float | None:
 
 def _check_finite_non_negative(x, name: str, hint: str = "") -> None:
     """Raises unless a concrete x is a finite number >= 0 (NaN and inf fail); traced x passes."""
-    value = _concrete(x)
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0{hint}, got {value}")
+    if _concrete(x) is not None:
+        check_real(x, name, 0.0, why=hint)
 
 
 def _check_scalar(x, name: str, form: str) -> None:
@@ -253,16 +253,10 @@ def r1_penalty(critic: Critic, real: jax.Array) -> jax.Array:
     return jnp.mean(_squared_norms(_input_grads(critic, real)))
 
 
-def _check_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a Python int >= 1, got {value!r}")
-    return value
-
-
 def _lazy(penalty_fn: Callable[[], jax.Array], step, interval: int) -> jax.Array:
     """interval * penalty_fn() when step % interval == 0, else 0.0, via lax.cond so that the
     penalty is not computed on the other steps (under vmap, cond runs both branches)."""
-    interval = _check_int(interval, "interval")
+    check_positive_int(interval, "interval")
     step = jnp.asarray(step)
     if step.ndim != 0 or not jnp.issubdtype(step.dtype, jnp.integer):
         raise ValueError(f"step must be an int scalar (the training step), got shape "
@@ -286,7 +280,7 @@ def instance_noise_std(step, *, initial_std: float, anneal_steps: int) -> jax.Ar
     """Linear anneal: initial_std at step 0, 0 at step >= anneal_steps (Sonderby et al. 2016,
     Arjovsky & Bottou 2017). step: int scalar, may be traced; returns a float32 scalar."""
     _check_finite_non_negative(initial_std, "initial_std")
-    _check_int(anneal_steps, "anneal_steps")
+    check_positive_int(anneal_steps, "anneal_steps")
     fraction = jnp.asarray(step, jnp.float32) / jnp.float32(anneal_steps)
     return jnp.float32(initial_std) * jnp.clip(1.0 - fraction, 0.0, 1.0)
 
@@ -348,7 +342,7 @@ def ema_decay(*, half_life_images: float, batch_size: int) -> float:
     """0.5 ** (batch_size / half_life_images): the weight of an old value halves every
     `half_life_images` images (StyleGAN's ema_kimg convention, e.g. 10_000 images).
     half_life_images == 0 means no averaging (decay 0.0)."""
-    _check_int(batch_size, "batch_size")
+    check_positive_int(batch_size, "batch_size")
     if isinstance(half_life_images, bool) or not isinstance(half_life_images, numbers.Real):
         raise ValueError(f"half_life_images must be a number >= 0, got {half_life_images!r}")
     _check_finite_non_negative(half_life_images, "half_life_images", " (0: no averaging)")
