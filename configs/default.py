@@ -49,8 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.compute_dtype = "float32"  # or 'bfloat16' (params and optimizer stay float32)
     c.model.conv_impl = "custom_vjp"  # dcgan stride-2 convs: hand-written gradients, or 'xla'
                                       # (plain autodiff); same values, see models/convs.py
-    c.model.cpu_conv_library = "eigen"  # on CPU, XLA runs the step's convolutions on Eigen
-                                        # (faster here) or 'ynnpack' (jax's default)
+    c.model.cpu_conv_library = "onednn"  # on CPU, the step's convolutions run on oneDNN
+                                         # (fastest; 'eigen' where its kernel is not built),
+                                         # XLA's Eigen path, or 'ynnpack' (jax's default)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "non_saturating"  # minimax, non_saturating, wgan, hinge, lsgan

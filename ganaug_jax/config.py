@@ -166,7 +166,7 @@ _CHOICES = {
     "model.conditioning": ("concat", "cbn"),
     "model.compute_dtype": ("float32", "bfloat16"),
     "model.conv_impl": ("custom_vjp", "xla"),
-    "model.cpu_conv_library": ("eigen", "ynnpack"),
+    "model.cpu_conv_library": ("onednn", "eigen", "ynnpack"),
     "loss.name": ("minimax", "non_saturating", "wgan", "hinge", "lsgan"),
     "optim.schedule": ("constant", "cosine"),
     "augment.kind": ("none", "diffaugment", "ada"),

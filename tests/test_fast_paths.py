@@ -80,12 +80,14 @@ def _rel_err(a, b):
     return np.max(np.abs(a - b)) / np.max(np.abs(b))
 
 
+@pytest.mark.parametrize("kernel_grad", KERNEL_GRADS)
 @pytest.mark.parametrize("op, plain, reference, shape, out", CASES)
-def test_forward_matches_float64_definition_and_plain_op(op, plain, reference, shape, out):
+def test_forward_matches_float64_definition_and_plain_op(op, plain, reference, shape, out,
+                                                         kernel_grad):
     kx, kk = jax.random.split(jax.random.key(shape[1] * 7 + out))
     x = jax.random.normal(kx, shape)
     k = jax.random.normal(kk, (4, 4, shape[-1], out)) * 0.3
-    y = jax.jit(op)(x, k)
+    y = jax.jit(lambda x, k: op(x, k, kernel_grad))(x, k)
     assert y.shape == reference(x, k).shape
     assert _rel_err(y, reference(x, k)) < 1e-5
     assert _rel_err(y, plain(x, k)) < 1e-5
@@ -165,7 +167,7 @@ def test_dcgan_gradients_equal_between_conv_impls(spectral_norm=True):
                                      width=8, spectral_norm=spectral_norm, conv_impl=impl,
                                      kernel_grad=form)
               for impl, form in (("custom_vjp", "matmul"), ("custom_vjp", "conv"),
-                                 ("xla", "matmul"))}
+                                 ("custom_vjp", "onednn"), ("xla", "matmul"))}
     z = jax.random.normal(key, (6, 8))
     y = jnp.arange(6) % 4
     x = jax.random.uniform(jax.random.key(1), (6, *shape), minval=-1, maxval=1)
@@ -242,7 +244,7 @@ def test_config_rejects_bad_conv_impl_and_reuse_with_mode_seeking():
         config_lib.validate(both)
     with pytest.raises(ValueError, match="conv_impl must be one of"):
         make_gan("dcgan", data_shape=(8, 8, 1), conv_impl="fast")
-    with pytest.raises(ValueError, match=r"kernel_grad must be one of \('matmul', 'conv'\), "
+    with pytest.raises(ValueError, match=r"kernel_grad must be one of \('matmul', 'conv', 'onednn'\), "
                                          r"got 'dots'"):
         make_gan("dcgan", data_shape=(8, 8, 1), kernel_grad="dots")
 
@@ -291,7 +293,10 @@ def test_cpu_conv_library_moves_the_steps_convolutions_off_ynnpack_same_losses()
     assert fused["eigen"] == {"dot"}
     np.testing.assert_allclose(losses_["eigen"], losses_["ynnpack"], rtol=1e-5)
     with pytest.raises(ValueError, match="cpu_conv_library"):
-        convs.cpu_compiler_options("onednn")
+        convs.cpu_compiler_options("mkl")
     with pytest.raises(ValueError, match="cpu_conv_library"):
-        convs.kernel_grad_for("cpu", "onednn")
+        convs.kernel_grad_for("cpu", "mkl")
+    assert convs.kernel_grad_for("cpu", "onednn") == (
+        "onednn" if convs.onednn_available() else "conv")
+    assert convs.cpu_compiler_options("onednn") == convs.cpu_compiler_options("eigen")
     assert convs.kernel_grad_for("gpu", "eigen") == "matmul"

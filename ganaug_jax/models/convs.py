@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ganaug_jax.models import _layout
+from ganaug_jax.models import _layout, _onednn
 
 _DN = ("NHWC", "HWIO", "NHWC")
 _PAD1 = ((1, 1), (1, 1))
@@ -149,21 +149,51 @@ def _kernel_grad(x: jax.Array, dy: jax.Array, form: str) -> jax.Array:
     return g.transpose(0, 3, 1, 4, 5, 2).reshape(4, 4, c, o)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def down_conv(x: jax.Array, kernel: jax.Array, kernel_grad: str = "matmul") -> jax.Array:
-    """4x4 stride-2 'SAME' convolution, NHWC x HWIO -> NHWC (see the module docstring);
-    kernel_grad: the form of its kernel gradient, one of KERNEL_GRADS."""
+def _backward_data(dy: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The input gradient of _strided(x, kernel) for output gradient dy: a sub-pixel product."""
+    return _sub_pixel(dy, _adjoint_kernel(kernel))
+
+
+_conv_kernel_grad = functools.partial(_kernel_grad, form="conv")  # one object: a static param
+
+# oneDNN's input gradient to fewer channels than this is slower than _sub_pixel's (3 channels:
+# 2.71 against 1.47 ms at 64x32x32x3, benchmarks/NOTES.md step 12); the rest is faster.
+_ONEDNN_MIN_DATA_CHANNELS = 16
+
+
+def _forward_product(x, kernel, form):
+    if form == "onednn":
+        return _onednn.product("forward", x, kernel, reference=_strided)
     return _strided(x, kernel)
 
 
+def _backward_data_product(dy, kernel, form):
+    if form == "onednn" and kernel.shape[2] >= _ONEDNN_MIN_DATA_CHANNELS:
+        return _onednn.product("backward_data", dy, kernel, reference=_backward_data)
+    return _backward_data(dy, kernel)
+
+
+def _kernel_grad_product(x, dy, form):
+    if form == "onednn":
+        return _onednn.product("backward_weights", x, dy, reference=_conv_kernel_grad)
+    return _kernel_grad(x, dy, form)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def down_conv(x: jax.Array, kernel: jax.Array, kernel_grad: str = "matmul") -> jax.Array:
+    """4x4 stride-2 'SAME' convolution, NHWC x HWIO -> NHWC (see the module docstring);
+    kernel_grad: how its products are computed, one of KERNEL_GRADS."""
+    return _forward_product(x, kernel, kernel_grad)
+
+
 def _down_fwd(x, kernel, kernel_grad):
-    return _strided(x, kernel), (x, kernel)
+    return _forward_product(x, kernel, kernel_grad), (x, kernel)
 
 
 def _down_bwd(kernel_grad, residuals, dy):
     x, kernel = residuals
-    dx = _sub_pixel(dy, _adjoint_kernel(kernel))
-    return dx, _kernel_grad(x, dy, kernel_grad)
+    return (_backward_data_product(dy, kernel, kernel_grad),
+            _kernel_grad_product(x, dy, kernel_grad))
 
 
 down_conv.defvjp(_down_fwd, _down_bwd)
@@ -173,18 +203,17 @@ down_conv.defvjp(_down_fwd, _down_bwd)
 def up_conv(x: jax.Array, kernel: jax.Array, kernel_grad: str = "matmul") -> jax.Array:
     """4x4 stride-2 'SAME' transposed convolution (flax's, kernel not flipped), NHWC x HWIO;
     kernel_grad as for down_conv."""
-    return _sub_pixel(x, kernel)
+    return _backward_data_product(x, _adjoint_kernel(kernel), kernel_grad)
 
 
 def _up_fwd(x, kernel, kernel_grad):
-    return _sub_pixel(x, kernel), (x, kernel)
+    return up_conv(x, kernel, kernel_grad), (x, kernel)
 
 
 def _up_bwd(kernel_grad, residuals, dy):
     x, kernel = residuals
-    adjoint = _adjoint_kernel(kernel)
-    dx = _strided(dy, adjoint)
-    return dx, _adjoint_kernel(_kernel_grad(dy, x, kernel_grad))
+    dx = _forward_product(dy, _adjoint_kernel(kernel), kernel_grad)
+    return dx, _adjoint_kernel(_kernel_grad_product(dy, x, kernel_grad))
 
 
 up_conv.defvjp(_up_fwd, _up_bwd)
@@ -195,11 +224,14 @@ fast_kernels_available = _layout.kernel_available
 
 CONV_IMPLS = ("custom_vjp", "xla")
 
-# Which library XLA:CPU runs convolutions on. jax 0.10's default hands them to YNNPACK; its
-# Eigen path runs this module's convolutions 1.4-1.7x faster on an AVX-512 CPU (measured in
-# benchmarks/NOTES.md, step 5), so 'eigen' is the training default. Matrix products and
-# reductions stay on YNNPACK either way (the rest of XLA's default fusion list).
-CPU_CONV_LIBRARIES = ("eigen", "ynnpack")
+# Which library runs the CPU convolutions. 'onednn': this module's products are oneDNN
+# primitives (`_onednn`, an XLA:CPU kernel built against the onednn-cpu-gomp wheel), 1.2-2.9x
+# faster than Eigen's at the DCGAN's shapes on a Zen 4 (benchmarks/NOTES.md, step 12); where
+# that kernel is not built, 'eigen'. 'eigen': XLA:CPU's Eigen path, which runs this module's
+# convolutions 1.4-1.7x faster than 'ynnpack' on an AVX-512 CPU (step 5). 'ynnpack': jax 0.10's
+# default. Matrix products and reductions stay on YNNPACK either way (the rest of XLA's
+# default fusion list).
+CPU_CONV_LIBRARIES = ("onednn", "eigen", "ynnpack")
 _YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 
 
@@ -208,26 +240,37 @@ def _check_cpu_conv_library(library) -> None:
         raise ValueError(f"cpu_conv_library must be one of {CPU_CONV_LIBRARIES}, got {library!r}")
 
 
+def onednn_available() -> bool:
+    """Whether the oneDNN kernel of cpu_conv_library 'onednn' was built and runs."""
+    return _onednn.available()
+
+
 def cpu_compiler_options(library: str) -> dict[str, str]:
     """`jax.jit(..., compiler_options=...)` for a CPU program whose convolutions run on
-    `library` ('eigen' or 'ynnpack', XLA's default: no options)."""
+    `library` (CPU_CONV_LIBRARIES; 'ynnpack', XLA's default: no options). 'onednn' takes
+    'eigen''s, for the convolutions left to XLA."""
     _check_cpu_conv_library(library)
     if library == "ynnpack":
         return {}
     return {"xla_cpu_experimental_ynn_fusion_type": _YNN_WITHOUT_CONVOLUTIONS}
 
 
-# The form of the kernel gradients (`_kernel_grad`): 'conv' where convolutions run on XLA:CPU's
-# Eigen path, 'matmul' on YNNPACK and on other backends (measured in benchmarks/NOTES.md,
-# step 6; not measured on GPUs, where 'matmul' is the form measured before it).
-KERNEL_GRADS = ("matmul", "conv")
+# How custom_vjp computes its products (`kernel_grad`). 'matmul' and 'conv': XLA products,
+# the kernel gradients as matrix products or one convolution (`_kernel_grad`; 'conv' where
+# convolutions run on XLA:CPU's Eigen path, 'matmul' on YNNPACK and on other backends,
+# benchmarks/NOTES.md step 6; not measured on GPUs). 'onednn': every product on oneDNN on CPU
+# (`_onednn`) but the input gradient to fewer than 16 channels, else as 'conv'.
+KERNEL_GRADS = ("matmul", "conv", "onednn")
 
 
 def kernel_grad_for(platform: str, cpu_conv_library: str) -> str:
-    """The faster kernel-gradient form for a program on `platform` ('cpu', 'gpu', 'tpu')
-    whose CPU convolutions run on `cpu_conv_library` (see `cpu_compiler_options`)."""
+    """The faster kernel_grad form for a program on `platform` ('cpu', 'gpu', 'tpu') whose
+    CPU convolutions run on `cpu_conv_library` (see `cpu_compiler_options`); 'onednn' only
+    where its kernel is built and runs, else 'conv'."""
     _check_cpu_conv_library(cpu_conv_library)
-    return "conv" if platform == "cpu" and cpu_conv_library == "eigen" else "matmul"
+    if platform != "cpu" or cpu_conv_library == "ynnpack":
+        return "matmul"
+    return "onednn" if cpu_conv_library == "onednn" and onednn_available() else "conv"
 
 
 def check_kernel_grad(form) -> None:
