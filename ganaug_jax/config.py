@@ -24,7 +24,7 @@ RESUMABLE_KEYS = {"num_steps", "checkpoint_every", "keep_checkpoints", "log_ever
 # before it computed (for a RESUMABLE key, its default): a saved config without the key reads
 # as having that value.
 BACKFILLED = {"model.latent_components": 0, "model.latent_component_std": 0.25,
-              "model.cpu_conv_library": "eigen"}
+              "model.cpu_conv_library": "onednn"}
 
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:

@@ -2,24 +2,18 @@
 float64 NumPy loop and its pure-JAX reference, under jit, vmap, derivatives of any order, a
 partitioned jit and a shard_map, and inside the compiled training step."""
 
-import pathlib
 import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ganaug_jax import config as config_lib
-from ganaug_jax.models import _layout, make_gan
-from ganaug_jax.train import sharding
-from ganaug_jax.train.build import Run, build_step, step_compiler_options
-from ganaug_jax.train.state import create_train_state
+from _default_steps import two_steps
+from ganaug_jax.models import _layout
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 TARGET = "ganaug_padded_space_to_depth"
 
 
@@ -133,31 +127,10 @@ def test_bad_input_is_named_before_compute():
         _layout.padded_space_to_depth_t(jnp.zeros((4, 4, 3)))
 
 
-def _step_losses(devices):
-    """Two training steps of a small DCGAN (kernel gradients in form 'conv', Eigen
-    convolutions: `configs/default.py` on CPU) on a mesh of `devices`: losses and HLO."""
-    config = config_lib.load_config(str(ROOT / "configs" / "default.py"))
-    shape, latent, n = (16, 16, 3), 16, 16
-    tx = optax.adam(2e-4, b1=0.5, b2=0.999)
-    g, d = make_gan("dcgan", data_shape=shape, latent_dim=latent, width=16, kernel_grad="conv")
-    mesh = sharding.make_mesh(devices)
-    state = jax.device_put(create_train_state(jax.random.key(0), g, d, tx, tx, data_shape=shape,
-                                              latent_dim=latent, num_classes=0),
-                           sharding.replicated(mesh))
-    batch = {"x": jax.device_put(jax.random.uniform(jax.random.key(1), (1, n, *shape),
-                                                    minval=-1, maxval=1),
-                                 sharding.batch_sharding(mesh, 1))}
-    step = sharding.shard_step(build_step(config, Run(None, g, d, tx, tx, latent, 0)), mesh,
-                               batch_axis=1, compiler_options=step_compiler_options(config, mesh))
-    compiled = step.lower(state, batch).compile()
-    state, first = compiled(state, batch)
-    _, second = compiled(state, batch)
-    return [float(m[k]) for m in (first, second) for k in ("d_loss", "g_loss")], compiled.as_text()
-
-
 def test_one_device_step_runs_the_kernel_and_matches_the_eight_device_step():
-    one, one_hlo = _step_losses(jax.devices()[:1])
-    eight, eight_hlo = _step_losses(jax.devices())
+    # 'eigen': the library whose kernel gradients take the 'conv' form, which this kernel serves
+    one, one_hlo = two_steps(jax.devices()[:1], "eigen")
+    eight, eight_hlo = two_steps(jax.devices(), "eigen")
     assert (TARGET in one_hlo) == _layout.kernel_available()
     assert TARGET not in eight_hlo
     np.testing.assert_allclose(one, eight, rtol=2e-5)

@@ -2,24 +2,19 @@
 float64 NumPy definition and their pure-JAX references, under jit, vmap, second derivatives,
 a partitioned jit and a shard_map, and inside the compiled training step of the default config."""
 
-import pathlib
 import platform
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from _default_steps import ROOT, two_steps
 from ganaug_jax import config as config_lib
-from ganaug_jax.models import _onednn, convs, make_gan
-from ganaug_jax.train import sharding
-from ganaug_jax.train.build import Run, build_step, model_kernel_grad, step_compiler_options
-from ganaug_jax.train.state import create_train_state
+from ganaug_jax.models import _onednn, convs
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 TARGETS = tuple(f"ganaug_onednn_conv_{mode}" for mode in _onednn.MODES)
 REFERENCES = {"forward": convs._strided, "backward_data": convs._backward_data,
               "backward_weights": convs._conv_kernel_grad}
@@ -142,36 +137,12 @@ def test_partitioned_jit_lowers_the_reference_and_shard_map_the_kernel():
         np.testing.assert_allclose(fn(split), want, rtol=1e-5, atol=1e-5)
 
 
-def _default_step(devices, library):
-    """Two training steps of a small DCGAN with configs/default.py's settings but
-    `model.cpu_conv_library=library` on a mesh of `devices`: losses and the compiled HLO."""
-    config = config_lib.load_config(str(ROOT / "configs" / "default.py"))
-    config.model.cpu_conv_library = library
-    shape, latent, n = (16, 16, 3), 16, 16
-    tx = optax.adam(2e-4, b1=0.5, b2=0.999)
-    g, d = make_gan("dcgan", data_shape=shape, latent_dim=latent, width=16,
-                    kernel_grad=model_kernel_grad(config))
-    mesh = sharding.make_mesh(devices)
-    state = jax.device_put(create_train_state(jax.random.key(0), g, d, tx, tx, data_shape=shape,
-                                              latent_dim=latent, num_classes=0),
-                           sharding.replicated(mesh))
-    batch = {"x": jax.device_put(jax.random.uniform(jax.random.key(1), (1, n, *shape),
-                                                    minval=-1, maxval=1),
-                                 sharding.batch_sharding(mesh, 1))}
-    step = sharding.shard_step(build_step(config, Run(None, g, d, tx, tx, latent, 0)), mesh,
-                               batch_axis=1, compiler_options=step_compiler_options(config, mesh))
-    compiled = step.lower(state, batch).compile()
-    state, first = compiled(state, batch)
-    _, second = compiled(state, batch)
-    return [float(m[k]) for m in (first, second) for k in ("d_loss", "g_loss")], compiled.as_text()
-
-
 def test_default_config_runs_the_kernels_on_one_device_and_matches_eigen_and_eight_devices():
     assert config_lib.load_config(str(ROOT / "configs" / "default.py")).model.cpu_conv_library \
         == "onednn"
-    one, one_hlo = _default_step(jax.devices()[:1], "onednn")
-    eigen, eigen_hlo = _default_step(jax.devices()[:1], "eigen")
-    eight, eight_hlo = _default_step(jax.devices(), "onednn")
+    one, one_hlo = two_steps(jax.devices()[:1], "onednn")
+    eigen, eigen_hlo = two_steps(jax.devices()[:1], "eigen")
+    eight, eight_hlo = two_steps(jax.devices(), "onednn")
     for target in TARGETS:
         assert (target in one_hlo) == _onednn.available(), target
         assert target not in eigen_hlo and target not in eight_hlo

@@ -169,10 +169,13 @@ def bench_config(c: TrainConfig, *, reps: int, iters: int, peers: bool, torch_co
         variants["ganaug_jax xla convs"] = {"model.conv_impl": "xla"}
     from ganaug_jax.train import sharding
     one_device = sharding.make_mesh(jax.devices()[:1])  # the peer's hardware (and the MFU peak's)
+    from ganaug_jax.train.build import model_kernel_grad
     for name, overrides in variants.items():
         run, compile_s[name], counts, xla_flops = ganaug_runner(c, one_device, **overrides,
                                                                 **dtype_overrides)
-        runners[name], info[name] = run, {"params": counts, "xla_flops": xla_flops}
+        products = model_kernel_grad(make_config(c, **overrides, **dtype_overrides))
+        runners[name], info[name] = run, {"params": counts, "xla_flops": xla_flops,
+                                          "conv_products": products}
     if peers:
         try:
             import torch  # noqa: F401
@@ -213,6 +216,9 @@ def bench_config(c: TrainConfig, *, reps: int, iters: int, peers: bool, torch_co
             "compile_s": compile_s[name], "params_g": info[name]["params"][0],
             "params_d": info[name]["params"][1], "model_flops_per_iter": flops,
             "xla_flops_per_iter": info[name].get("xla_flops"),
+            # how ganaug_jax's convolution products ran (convs.KERNEL_GRADS; 'onednn': oneDNN)
+            **({"conv_products": info[name]["conv_products"]}
+               if "conv_products" in info[name] else {}),
             "achieved_flop_s": flops / s, "peak_flop_s": peak, "mfu": flops / s / peak,
             "peak_dtype": "bfloat16" if bfloat16 else "float32",
             "matmul_precision": jax.config.jax_default_matmul_precision or "default",
