@@ -460,9 +460,11 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
                               str(interrupted)], cwd=ROOT, env=env, capture_output=True,
                              timeout=120)
     assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
-    # killed mid-run, with step 20's checkpoint unfinished: only step 10 is complete
+    # killed mid-run, with step 20's checkpoint unfinished: only step 10 is complete. Orbax
+    # creates step 20's temporary folder on its own thread, so under load the kill may come
+    # before the folder does: either way nothing of step 20 may look complete.
     names = sorted(p.name for p in (interrupted / "checkpoints").iterdir())
-    assert names == ["10", "20.orbax-checkpoint-tmp"], names
+    assert names in (["10"], ["10", "20.orbax-checkpoint-tmp"]), names
     _cli(*TRAIN, "--workdir", str(interrupted))  # resumes from the latest checkpoint
     for a, b in zip(_final_params(straight), _final_params(interrupted)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
