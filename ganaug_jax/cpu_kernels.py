@@ -1,4 +1,5 @@
-"""What the package's optional XLA:CPU FFI kernels share: the check that a built kernel runs.
+"""What the package's optional XLA:CPU FFI kernels share: the check that a built kernel runs,
+and whether a lowering may call one that must see the whole operand.
 
 A kernel built against an XLA FFI version this jaxlib does not accept is reported once and
 left unused (the pure-JAX path runs instead), rather than failing every call.
@@ -34,3 +35,15 @@ def kernel_runs(what: str, problem: Callable[[], str | None]) -> bool:
     warnings.warn(f"ganaug_jax's XLA:CPU {what} {found}; using the pure-JAX path (reinstall "
                   "ganaug_jax against this jaxlib to rebuild it)")
     return False
+
+
+def unpartitioned(ctx) -> bool:
+    """Whether a lowering (`ctx`, a jax.interpreters.mlir LoweringRuleContext) is of one
+    device's program, with no SPMD partitioning after it: a single-device jit, or the body of
+    a shard_map manual over every mesh axis. A kernel that must see the whole operand (one
+    that contracts over the batch) may only be lowered there."""
+    context = ctx.module_context.axis_context
+    if hasattr(context, "num_devices"):  # jit: partitioned over num_devices
+        return context.num_devices == 1
+    mesh, manual = getattr(context, "mesh", None), getattr(context, "manual_axes", None)
+    return mesh is not None and manual is not None and set(mesh.axis_names) <= set(manual)

@@ -90,17 +90,8 @@ ad.deflinear2(_p, _transpose)
 _lower_reference = mlir.lower_fun(reference, multiple_results=False)
 
 
-def _unpartitioned(ctx) -> bool:
-    """Whether this lowering is of one device's program (no SPMD partitioning after it)."""
-    context = ctx.module_context.axis_context
-    if hasattr(context, "num_devices"):  # jit: partitioned over num_devices
-        return context.num_devices == 1
-    mesh, manual = getattr(context, "mesh", None), getattr(context, "manual_axes", None)
-    return mesh is not None and manual is not None and set(mesh.axis_names) <= set(manual)
-
-
 def _cpu_lowering(ctx, x, *, kernel):
-    if kernel and _unpartitioned(ctx):
+    if kernel and cpu_kernels.unpartitioned(ctx):
         return jax.ffi.ffi_lowering(_TARGET)(ctx, x)
     return _lower_reference(ctx, x)
 

@@ -31,7 +31,6 @@ from jax.extend import core as jex_core
 from jax.interpreters import ad, batching, mlir
 
 from ganaug_jax import cpu_kernels
-from ganaug_jax.models import _layout
 
 
 def _load_extension():
@@ -106,7 +105,7 @@ def _default_lowering(ctx, a, b, *, mode, reference, kernel):
 
 
 def _cpu_lowering(ctx, a, b, *, mode, reference, kernel):
-    if kernel and _layout._unpartitioned(ctx):
+    if kernel and cpu_kernels.unpartitioned(ctx):
         return jax.ffi.ffi_lowering(_TARGETS[mode])(ctx, a, b)
     return _lowered_reference(reference)(ctx, a, b)
 
