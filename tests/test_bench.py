@@ -338,6 +338,8 @@ def test_scaling_suite_rows(tmp_path):
         assert r["sharding_overhead"] == pytest.approx(
             r["median_s_per_iter"] / r["one_device_same_batch_s"])
         assert (r["resolution"], r["channels"], r["dtype"]) == (16, 1, "float32")
+        # the one-device step runs the products a partitioned CPU step can run (not oneDNN's)
+        assert r["conv_products"] == "conv"
 
 
 def _gpu_check():

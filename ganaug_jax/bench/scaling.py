@@ -5,6 +5,11 @@ On a CPU the d devices are fake (`--xla_force_host_platform_device_count`) and s
 cores, so per-device throughput falls as 1/d by construction there: only the overhead column
 means something; on real accelerators both do. Without enough devices in this process (CPU),
 `run` re-executes itself in a subprocess with 8 fake CPU devices.
+
+Both steps of a pair run the same convolution products (`SAME_PRODUCTS`): on CPU the oneDNN
+kernel of the default config runs only in unpartitioned programs (`models/_onednn.py`), so
+a d-device step would otherwise be compared on Eigen products against a one-device step on
+oneDNN's, and the overhead would include the difference between the two libraries.
 """
 
 import dataclasses
@@ -16,20 +21,25 @@ import sys
 import jax
 
 from ganaug_jax.bench import common
-from ganaug_jax.bench.train_step import CONFIGS, TrainConfig, ganaug_runner, model_fields
+from ganaug_jax.bench.train_step import (CONFIGS, TrainConfig, ganaug_runner, make_config,
+                                         model_fields)
 
 COUNTS = (1, 2, 4, 8)
+# the products that run in a partitioned CPU step too (no effect on other platforms)
+SAME_PRODUCTS = {"model.cpu_conv_library": "eigen"}
 
 
 def measure(counts=COUNTS, per_device_batch: int = 16, reps: int = 5, iters: int = 2, *,
             base: TrainConfig = CONFIGS[0]) -> list:
     from ganaug_jax.train import sharding
+    from ganaug_jax.train.build import model_kernel_grad
     env = common.environment()
     rows = []
     for d in counts:
         c = dataclasses.replace(base, batch=d * per_device_batch)
-        many, compile_s, *_ = ganaug_runner(c, sharding.make_mesh(jax.devices()[:d]))
-        one, *_ = ganaug_runner(c, sharding.make_mesh(jax.devices()[:1]))
+        many, compile_s, *_ = ganaug_runner(c, sharding.make_mesh(jax.devices()[:d]),
+                                            **SAME_PRODUCTS)
+        one, *_ = ganaug_runner(c, sharding.make_mesh(jax.devices()[:1]), **SAME_PRODUCTS)
         many(), one()
         looped = {k: (lambda f=f: [f() for _ in range(iters)]) for k, f in
                   {"sharded": many, "one": one}.items()}
@@ -41,6 +51,7 @@ def measure(counts=COUNTS, per_device_batch: int = 16, reps: int = 5, iters: int
                      "images_per_s_per_device": c.batch / t["sharded"] / d,
                      "one_device_same_batch_s": t["one"],
                      "sharding_overhead": t["sharded"] / t["one"], "compile_s": compile_s,
+                     "conv_products": model_kernel_grad(make_config(c, **SAME_PRODUCTS)),
                      "reps": reps, **env, "device_count": d})
     return rows
 
