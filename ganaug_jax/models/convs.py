@@ -21,6 +21,9 @@ up_conv(x, kernel) = down_conv^T_V(x). So every gradient is one of three fast pr
   computed on the space-to-depth of the input as four matrix products ('matmul') or one
   stride-1 convolution that contracts over the batch ('conv'), instead of the
   window-dilated convolution (which took half of a 64x64 training step before this).
+On CPU, form 'onednn' runs the three products (strided forward, its input gradient, its
+kernel gradient) as oneDNN primitives instead (`_onednn`; an input gradient to fewer than
+16 channels stays the sub-pixel product).
 The sub-pixel form computes a stride-2 transposed convolution as one stride-1 2x2 convolution
 of the once-padded input giving 4 * O channels (one 2x2 sub-kernel kernel[rh::2, rw::2] per
 output phase (rh, rw)), then interleaves the phases; it does the same multiplies as the
@@ -173,6 +176,11 @@ def _backward_data_product(dy, kernel, form):
     return _backward_data(dy, kernel)
 
 
+def _up_product(x, kernel, form):
+    """up_conv(x, kernel): the input gradient of the strided convolution by its adjoint."""
+    return _backward_data_product(x, _adjoint_kernel(kernel), form)
+
+
 def _kernel_grad_product(x, dy, form):
     if form == "onednn":
         return _onednn.product("backward_weights", x, dy, reference=_conv_kernel_grad)
@@ -203,11 +211,11 @@ down_conv.defvjp(_down_fwd, _down_bwd)
 def up_conv(x: jax.Array, kernel: jax.Array, kernel_grad: str = "matmul") -> jax.Array:
     """4x4 stride-2 'SAME' transposed convolution (flax's, kernel not flipped), NHWC x HWIO;
     kernel_grad as for down_conv."""
-    return _backward_data_product(x, _adjoint_kernel(kernel), kernel_grad)
+    return _up_product(x, kernel, kernel_grad)
 
 
 def _up_fwd(x, kernel, kernel_grad):
-    return up_conv(x, kernel, kernel_grad), (x, kernel)
+    return _up_product(x, kernel, kernel_grad), (x, kernel)
 
 
 def _up_bwd(kernel_grad, residuals, dy):
@@ -225,8 +233,9 @@ fast_kernels_available = _layout.kernel_available
 CONV_IMPLS = ("custom_vjp", "xla")
 
 # Which library runs the CPU convolutions. 'onednn': this module's products are oneDNN
-# primitives (`_onednn`, an XLA:CPU kernel built against the onednn-cpu-gomp wheel), 1.2-2.9x
-# faster than Eigen's at the DCGAN's shapes on a Zen 4 (benchmarks/NOTES.md, step 12); where
+# primitives (`_onednn`, an XLA:CPU kernel built against the onednn-cpu-gomp wheel), 1.0-2.9x
+# faster per layer than Eigen's at the DCGAN's shapes on a Zen 4, 1.16x and 1.48x over the
+# layers of the 32x32x3 and 32x32x1 models (benchmarks/NOTES.md, step 12); where
 # that kernel is not built, 'eigen'. 'eigen': XLA:CPU's Eigen path, which runs this module's
 # convolutions 1.4-1.7x faster than 'ynnpack' on an AVX-512 CPU (step 5). 'ynnpack': jax 0.10's
 # default. Matrix products and reductions stay on YNNPACK either way (the rest of XLA's
